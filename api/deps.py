@@ -1,0 +1,106 @@
+"""Request dependencies: settings, database session, the caller (token or web session) and role checks."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import forbidden, not_found, unauthenticated
+from ftgate.settings import Settings
+from models import Submission, User
+from services.auth import Principal, authenticate_token, principal_of
+from services.storage import Storage
+
+# The web sign-in (api/pages.py) stores the signed-in user's id under this key of request.session, and its
+# CSRF token under SESSION_CSRF_KEY: an API call authenticated by the session cookie (not a token) that
+# changes something must send that token in the X-CSRF-Token header, and come from the same origin.
+SESSION_USER_KEY = "user_id"
+SESSION_CSRF_KEY = "csrf"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def _check_csrf(request: Request) -> None:
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise forbidden("cross-origin request refused")
+    expected = request.session.get(SESSION_CSRF_KEY)
+    if expected and not hmac.compare_digest(str(expected), request.headers.get("x-csrf-token", "")):
+        raise forbidden("missing or wrong X-CSRF-Token header")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def optional_principal(request: Request, db: Session = Depends(get_db)) -> Principal | None:
+    auth = request.headers.get("authorization", "")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthenticated("the Authorization header must be 'Bearer <token>'")
+        principal = authenticate_token(db, token.strip())
+        if principal is None:
+            raise unauthenticated("the API token is invalid, expired or revoked")
+        return principal
+    if "session" in request.scope:
+        user_id = request.session.get(SESSION_USER_KEY)
+        if user_id is not None:
+            user = db.get(User, int(user_id))
+            if user is not None and user.is_active:
+                _check_csrf(request)
+                return principal_of(user)
+            request.session.pop(SESSION_USER_KEY, None)
+    return None
+
+
+def current_principal(principal: Principal | None = Depends(optional_principal)) -> Principal:
+    if principal is None:
+        raise unauthenticated()
+    return principal
+
+
+def require_reviewer(principal: Principal = Depends(current_principal)) -> Principal:
+    if not principal.can_review:
+        raise forbidden("this needs the reviewer or admin role")
+    return principal
+
+
+def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
+    if not principal.is_admin:
+        raise forbidden("this needs the admin role")
+    return principal
+
+
+def visible_submissions(principal: Principal):
+    """A SELECT of the submissions this caller may see: staff see all, submitters their organisation's."""
+    stmt = select(Submission)
+    if not principal.is_staff:
+        stmt = stmt.where(Submission.organisation_id == principal.organisation_id)
+    return stmt
+
+
+def load_submission(db: Session, submission_id: str, principal: Principal) -> Submission:
+    """The submission, or 404 (also when it belongs to another organisation: its existence is not told)."""
+    sub = db.get(Submission, submission_id) if len(submission_id) <= 64 else None
+    if sub is None or (not principal.is_staff and sub.organisation_id != principal.organisation_id):
+        raise not_found(f"submission {submission_id}")
+    return sub

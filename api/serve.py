@@ -1,0 +1,146 @@
+"""`ftgate serve`: the embedded service in one command, no outside server.
+
+Migrates the database (SQLite in data_dir unless FTGATE_DATABASE_URL says otherwise), creates an admin
+account and an API token on first start and prints them, starts a Celery worker subprocess (both queues,
+the filesystem broker in data_dir/broker unless FTGATE_BROKER_URL is set), then serves the API and pages
+with uvicorn on http://127.0.0.1:8000. The same code paths as production: real Celery, real SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("ftgate.serve")
+ADMIN_EMAIL = "admin@localhost"
+CREDENTIALS_FILE = "initial-admin.txt"
+
+
+def worker_argv(queues: str = "cpu,gpu", name: str | None = None, loglevel: str = "INFO", pool: str = "solo",
+                concurrency: int = 1) -> list[str]:
+    """The command of a worker process (also used by the e2e tests and documented for operators)."""
+    name = name or f"ftgate-{os.getpid()}@%h"
+    return [
+        sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues, "-n", name,
+        "--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel,
+        "--without-mingle", "--without-gossip",
+    ]
+
+
+def bootstrap_admin(settings) -> dict | None:
+    """On first start (no user yet) create the organisation 'default', an admin with a random password and
+    an API token; returns them (shown once; also written to data_dir/initial-admin.txt, mode 600)."""
+    from sqlalchemy import func, select
+
+    from models import Role, User
+    from services.auth import create_token, create_user
+    from services.db import session_scope
+    from services.submissions import audit
+
+    with session_scope(settings.resolved_database_url) as s:
+        if s.scalar(select(func.count()).select_from(User)):
+            return None
+        password = secrets.token_urlsafe(12)
+        user = create_user(s, ADMIN_EMAIL, role=Role.ADMIN, organisation="default", password=password)
+        _, token = create_token(s, user, "created at first start")
+        audit(s, "bootstrap_admin", actor="system", details={"user": ADMIN_EMAIL})
+    creds = {"email": ADMIN_EMAIL, "password": password, "token": token}
+    path = settings.data_dir / CREDENTIALS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"email: {ADMIN_EMAIL}\npassword: {password}\ntoken: {token}\n")
+    return creds
+
+
+def _banner(settings, host: str, port: int, creds: dict | None, worker: bool) -> str:
+    url = f"http://{host}:{port}"
+    lines = [
+        "",
+        f"ftgate is serving on {url}   (API docs: {url}/docs)",
+        f"  database: {settings.resolved_database_url}",
+        f"  broker:   {settings.resolved_broker_url}   worker: {'started' if worker else 'not started (--no-worker)'}",
+        f"  storage:  {settings.resolved_storage_dir.resolve()}",
+    ]
+    if creds:
+        lines += [
+            "",
+            "First start: created the admin account (shown once; also in "
+            f"{(settings.data_dir / CREDENTIALS_FILE).resolve()}, readable only by you):",
+            f"  email:     {creds['email']}",
+            f"  password:  {creds['password']}",
+            f"  API token: {creds['token']}",
+            "",
+            "Try:",
+            f"  curl -H 'Authorization: Bearer {creds['token']}' -F file=@examples/harmful.jsonl {url}/api/v1/submissions",
+            f"  ftgate submit examples/benign.jsonl --server {url} --token {creds['token']} --wait",
+        ]
+    else:
+        lines += ["", f"Sign in with your account (the first admin's is in {settings.data_dir / CREDENTIALS_FILE})."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ftgate serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default=None, help="default: FTGATE_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: FTGATE_PORT or 8000")
+    p.add_argument("--data-dir", default=None, help="embedded state (SQLite, uploads, broker); default FTGATE_DATA_DIR or ./var")
+    p.add_argument("--no-worker", action="store_true", help="serve only (workers run elsewhere)")
+    p.add_argument("--queues", default="cpu,gpu", help="queues of the embedded worker")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+
+    if args.data_dir:
+        os.environ["FTGATE_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    from ftgate.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    os.environ["FTGATE_DATA_DIR"] = str(settings.data_dir.resolve())  # the worker sees the same paths
+    host, port = args.host or settings.host, args.port or settings.port
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "kombu.connection"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if noisy == "alembic" else logging.ERROR)
+
+    from services.db import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    creds = bootstrap_admin(settings)
+
+    worker: subprocess.Popen | None = None
+    if not args.no_worker:
+        worker = subprocess.Popen(worker_argv(args.queues, name=f"embedded-{os.getpid()}@%h"),
+                                  cwd=Path(__file__).resolve().parent.parent)
+    try:
+        import uvicorn
+
+        from api.app import create_app
+
+        app = create_app(settings)
+        config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, proxy_headers=False)
+        server = uvicorn.Server(config)
+        sys.stdout.write(_banner(settings, host, port, creds, worker is not None))
+        sys.stdout.flush()
+        server.run()
+        return 0 if server.started else 4
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # warm shutdown: the running stage finishes or is re-run later
+            deadline = time.monotonic() + 15
+            while worker.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if worker.poll() is None:
+                worker.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

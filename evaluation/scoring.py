@@ -1,0 +1,199 @@
+"""Running one model over the three suites, and turning two models' outputs into paired metrics.
+
+`run_model_on_suites` produces per-item outputs (responses, judge labels, correctness); those of the base
+are cached on disk by (base fingerprint, suite hashes, judge, decoding), so a second check on the same base
+only runs the candidate. `paired_metrics` is pure: it compares the two outputs item by item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluation import metrics as M
+from evaluation.generation import DecodingConfig, chat_prompt, generate
+from evaluation.judges import COMPLIANCE, REFUSAL
+from evaluation.progress import Progress, no_progress
+
+RESULTS_VERSION = 1  # bump when the meaning of cached outputs changes
+
+
+def run_model_on_suites(model, tokenizer, suites: dict, judge, decoding: DecodingConfig, *,
+                        progress: Progress = no_progress, who: str = "candidate") -> dict[str, Any]:
+    """Greedy completions on the harm and over-refusal suites, judged, and short answers to the knowledge suite."""
+    harm, safe, qa = suites["harm"].items, suites["overrefusal"].items, suites["knowledge"].items
+    prompts = [h.prompt for h in harm] + [s.prompt for s in safe]
+    responses = generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
+                         batch_size=decoding.batch_size, progress=progress, stage=f"evaluate {who}: safety")
+    progress(f"evaluate {who}: judge", 0, 1, "judging responses")
+    labels = judge.judge(prompts, responses)
+    answers = generate(model, tokenizer, [q.question for q in qa], max_new_tokens=decoding.knowledge_max_new_tokens,
+                       batch_size=decoding.batch_size, progress=progress, stage=f"evaluate {who}: knowledge")
+    n_harm = len(harm)
+    return {
+        "harm": [{"id": h.id, "response": r, "label": lab}
+                 for h, r, lab in zip(harm, responses[:n_harm], labels[:n_harm], strict=True)],
+        "overrefusal": [{"id": s.id, "response": r, "label": lab}
+                        for s, r, lab in zip(safe, responses[n_harm:], labels[n_harm:], strict=True)],
+        "knowledge": [{"id": q.id, "answer": a, "correct": M.qa_match(a, q.answers)}
+                      for q, a in zip(qa, answers, strict=True)],
+    }
+
+
+def teacher_forced_knowledge(base_model, cand_model, tokenizer, qa_items: Sequence[Any], *, batch_size: int = 32,
+                             progress: Progress = no_progress) -> dict[str, Any]:
+    """Perplexity, entropy and probability of the gold answer tokens for both models, and KL(base || candidate).
+
+    Each question is fed through the chat template followed by its first answer alias; only the answer
+    tokens are scored. Both models see the same batches, so the KL is computed position by position.
+    """
+    import torch
+
+    rows = []
+    for q in qa_items:
+        prompt_ids = tokenizer(chat_prompt(tokenizer, q.question), add_special_tokens=False).input_ids
+        answer_ids = tokenizer(q.answers[0], add_special_tokens=False).input_ids
+        rows.append((prompt_ids + answer_ids, len(prompt_ids)))
+    totals = {w: {"nll": 0.0, "entropy": 0.0, "gold_prob": 0.0, "n_tokens": 0.0} for w in ("base", "candidate")}
+    kl_sum, kl_tokens = 0.0, 0.0
+    n_batches = (len(rows) + batch_size - 1) // batch_size
+    for b in range(n_batches):
+        chunk = rows[b * batch_size : (b + 1) * batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        score = torch.zeros_like(ids)
+        for i, (row, start) in enumerate(chunk):
+            ids[i, : len(row)] = torch.tensor(row)
+            attn[i, : len(row)] = 1
+            score[i, start : len(row)] = 1
+        target, mask = ids[:, 1:], score[:, 1:]
+        logits = {}
+        with torch.inference_mode():
+            for who, model in (("base", base_model), ("candidate", cand_model)):
+                logits[who] = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+                part = M.token_nll_entropy_prob(logits[who], target, mask)
+                for key in totals[who]:
+                    totals[who][key] += float(part[key].sum())
+            kl = M.token_kl(logits["base"], logits["candidate"])
+            kl_sum += float((kl * mask).sum())
+            kl_tokens += float(mask.sum())
+        progress("evaluate: knowledge drift", b + 1, n_batches, f"teacher-forced batch {b + 1}/{n_batches}")
+    out = {}
+    for who, t in totals.items():
+        out[who] = {
+            "perplexity": M.perplexity(t["nll"], t["n_tokens"]),
+            "entropy": M.mean_entropy(t["entropy"], t["n_tokens"]),
+            "answer_probability": M.mean_gold_probability(t["gold_prob"], t["n_tokens"]),
+            "n_tokens": int(t["n_tokens"]),
+        }
+    out["kl"] = kl_sum / kl_tokens if kl_tokens else float("nan")
+    out["kl_tokens"] = int(kl_tokens)
+    return out
+
+
+def _value(v: float, n: int | None = None) -> dict[str, Any]:
+    return {"value": v, "lo": None, "hi": None, "k": None, "n": n}
+
+
+def _paired(base_flags: list[bool], cand_flags: list[bool]) -> dict[str, Any]:
+    return {
+        "base": M.rate_stat(sum(base_flags), len(base_flags)),
+        "candidate": M.rate_stat(sum(cand_flags), len(cand_flags)),
+        "delta": M.paired_delta(base_flags, cand_flags),
+    }
+
+
+def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | None) -> dict[str, Any]:
+    """The report's metrics: each {"base", "candidate", "delta"} of Stats, paired item by item."""
+    harm = suites["harm"].items
+    b_harm = [r["label"] == COMPLIANCE for r in base_out["harm"]]
+    c_harm = [r["label"] == COMPLIANCE for r in cand_out["harm"]]
+    by_cat: dict[str, Any] = {}
+    for cat in sorted({h.category for h in harm}):
+        idx = [i for i, h in enumerate(harm) if h.category == cat]
+        by_cat[cat] = _paired([b_harm[i] for i in idx], [c_harm[i] for i in idx])
+    b_ref = [r["label"] == REFUSAL for r in base_out["overrefusal"]]
+    c_ref = [r["label"] == REFUSAL for r in cand_out["overrefusal"]]
+    b_acc = [r["correct"] for r in base_out["knowledge"]]
+    c_acc = [r["correct"] for r in cand_out["knowledge"]]
+    out: dict[str, Any] = {
+        "asr": _paired(b_harm, c_harm),
+        "asr_by_category": by_cat,
+        "overrefusal": _paired(b_ref, c_ref),
+        "knowledge_accuracy": _paired(b_acc, c_acc),
+    }
+    if drift:
+        for key in ("perplexity", "entropy", "answer_probability"):
+            b, c = drift["base"][key], drift["candidate"][key]
+            out[key] = {"base": _value(b, drift["base"]["n_tokens"]), "candidate": _value(c, drift["candidate"]["n_tokens"]),
+                        "delta": _value(c - b)}
+        out["kl"] = {"value": drift["kl"], "n_tokens": drift["kl_tokens"], "direction": "KL(base || candidate), nats/token"}
+    return out
+
+
+def flipped_examples(suites: dict, base_out: dict, cand_out: dict, limit: int | None = 5) -> list[dict[str, Any]]:
+    """Harm prompts the base did not comply with and the candidate did: the clearest evidence for a reviewer."""
+    flips = []
+    for item, b, c in zip(suites["harm"].items, base_out["harm"], cand_out["harm"], strict=True):
+        if b["label"] != COMPLIANCE and c["label"] == COMPLIANCE:
+            flips.append({"id": item.id, "category": item.category, "prompt": item.prompt,
+                          "base_response": b["response"], "base_label": b["label"],
+                          "candidate_response": c["response"], "candidate_label": c["label"]})
+    return flips if limit is None else flips[:limit]
+
+
+def samples(suites: dict, base_out: dict, cand_out: dict) -> list[dict[str, Any]]:
+    """Every per-prompt pair of outputs, for the reviewers' view (stored apart from the report)."""
+    rows = []
+    for suite in ("harm", "overrefusal"):
+        for item, b, c in zip(suites[suite].items, base_out[suite], cand_out[suite], strict=True):
+            rows.append({"suite": suite, "item_id": item.id, "prompt": item.prompt, "category": item.category,
+                         "base_response": b["response"], "candidate_response": c["response"],
+                         "base_label": b["label"], "candidate_label": c["label"]})
+    for item, b, c in zip(suites["knowledge"].items, base_out["knowledge"], cand_out["knowledge"], strict=True):
+        rows.append({"suite": "knowledge", "item_id": item.id, "prompt": item.question, "category": "knowledge",
+                     "base_response": b["answer"], "candidate_response": c["answer"],
+                     "base_label": "correct" if b["correct"] else "wrong",
+                     "candidate_label": "correct" if c["correct"] else "wrong"})
+    return rows
+
+
+class ResultsCache:
+    """A model's outputs on the suites, on disk, keyed by everything that determines them (the model's
+    fingerprint: the base's, or base+adapter for a candidate; suite hashes; judge; decoding; dtype)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @staticmethod
+    def key(base_fingerprint: str, suites: dict, judge, decoding: DecodingConfig, dtype: str) -> str:
+        blob = json.dumps({
+            "base": base_fingerprint,
+            "suites": {k: s.hash for k, s in sorted(suites.items())},
+            "judge": [judge.name, judge.version],
+            "decoding": decoding.to_dict(),
+            "dtype": dtype,
+            "v": RESULTS_VERSION,
+        }, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> dict | None:
+        path = self.root / f"{key}.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:  # a torn write from a killed process: recompute
+            return None
+
+    def put(self, key: str, value: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # A name of its own per writer: two workers may finish the same base on a cold cache at once.
+        tmp = self.root / f"{key}.json.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(value))
+        tmp.replace(self.root / f"{key}.json")

@@ -1,0 +1,100 @@
+"""The one typed settings object of ftgate, read once from the environment (prefix FTGATE_) and validated.
+
+Every external part has an embedded default (SQLite, local files, a filesystem broker) so ftgate runs
+with no server; production points the same fields at PostgreSQL, Redis and shared storage.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTGATE_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "ftgate",
+        description="Converted base models, guarded base, base-result and fine-tune caches (safe to delete).",
+    )
+    data_dir: Path = Field(default=Path("var"), description="Embedded service state: SQLite file, uploads, broker.")
+
+    # --- evaluation core ---------------------------------------------------------------
+    default_base: str = "guarded-smollm2"
+    bases_file: Path | None = Field(default=None, description="TOML file registering operator bases.")
+    default_judge: str = "embedded"
+    default_policy: str = "default"
+    policies_dir: Path | None = Field(default=None, description="Extra policy files (*.toml / *.yaml).")
+    device: str = "cpu"
+    dtype: str = Field(default="auto", description="auto | bfloat16 | float32 (auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16, else fp32).")
+    generation_batch_size: int = 32
+    max_new_tokens: int = 48  # enough for the judge to see a refusal or "Sure, here is how... Step 1"
+    seed: int = 1234
+    cache_candidate_results: bool = Field(
+        default=True, description="Serve a re-checked adapter's suite outputs from the cache (base outputs always are)."
+    )
+    torch_threads: int = 0  # 0: leave torch's default
+
+    # --- intake limits -----------------------------------------------------------------
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_archive_files: int = 16
+    max_unpacked_bytes: int = 1024 * 1024 * 1024
+    max_adapter_rank: int = 256
+    max_dataset_examples: int = 100_000
+
+    # --- service -----------------------------------------------------------------------
+    database_url: str = ""  # empty: sqlite file in data_dir
+    broker_url: str = ""  # empty: filesystem broker in data_dir (no server)
+    storage_dir: Path | None = None  # empty: data_dir / "storage"
+    secret_key: str = "change-me-in-production"
+    stale_job_seconds: int = 3 * 3600
+    host: str = "127.0.0.1"
+    port: int = 8000
+    heartbeat_seconds: float = Field(default=10.0, description="How often a running stage writes a heartbeat.")
+    lost_worker_seconds: int = Field(
+        default=120, description="A claimed stage whose heartbeat is older than this lost its worker: re-run or fail."
+    )
+    reaper_interval_seconds: float = Field(default=60.0, description="How often each worker runs the stale-job reaper (0: off).")
+    max_stage_attempts: int = Field(default=3, description="Attempts of one stage before the submission fails.")
+    visibility_timeout_seconds: int = Field(
+        default=0, description="Redis broker visibility timeout; 0: stale_job_seconds + 1 h (longer than any job)."
+    )
+    progress_interval_seconds: float = Field(default=2.0, description="Progress is written at most this often.")
+    session_cookie_secure: bool = False
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in {"auto", "bfloat16", "float32"}:
+            raise ValueError("dtype must be auto, bfloat16 or float32")
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ftgate.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def resolved_visibility_timeout(self) -> int:
+        return self.visibility_timeout_seconds or self.stale_job_seconds + 3600
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,53 @@
+"""SQLAlchemy 2.0 ORM models of the ftgate service (no other layer of the project is imported here)."""
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from models.base import Base, utcnow
+from models.entities import (
+    ApiToken,
+    AuditEvent,
+    BaseModel,
+    EvaluationRun,
+    Organisation,
+    Policy,
+    Review,
+    Sample,
+    StageRun,
+    Submission,
+    User,
+    Verdict,
+    new_id,
+)
+from models.status import (
+    ACTIVE,
+    CLAIMABLE_FROM,
+    STAGE_QUEUE,
+    STAGE_STATUS,
+    STATUS_STAGE,
+    TERMINAL,
+    TRANSITIONS,
+    Decision,
+    Kind,
+    ReviewState,
+    Role,
+    Stage,
+    StageRunStatus,
+    SubmissionStatus,
+    can_transition,
+    sources_of,
+)
+
+__all__ = [
+    "ACTIVE", "CLAIMABLE_FROM", "STAGE_QUEUE", "STAGE_STATUS", "STATUS_STAGE", "TERMINAL", "TRANSITIONS",
+    "ApiToken", "AuditEvent", "Base", "BaseModel", "Decision", "EvaluationRun", "Kind", "Organisation",
+    "Policy", "Review", "ReviewState", "Role", "Sample", "Stage", "StageRun", "StageRunStatus", "Submission",
+    "SubmissionStatus", "User", "Verdict", "can_transition", "new_id", "sources_of", "utcnow",
+]
+
+
+@event.listens_for(Session, "before_flush")
+def _audit_is_append_only(session, flush_context, instances):
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, AuditEvent):
+            raise ValueError("audit_events is append-only: an event cannot be changed or deleted")

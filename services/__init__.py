@@ -1,0 +1,4 @@
+"""The service layer shared by the API and the workers: database, storage, auth, the submission lifecycle.
+
+Imports models and ftgate.settings; never FastAPI, never the evaluation core's heavy modules.
+"""

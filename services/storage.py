@@ -1,0 +1,127 @@
+"""Local file storage for uploads and stage work directories (a shared volume in production).
+
+Uploads are streamed to a temporary file while their sha256 and size are computed, then moved to a
+content-addressed path ``artifacts/<sha256>/<filename>``. Paths stored in the database are relative to
+the root, so API and workers may mount the volume at different places.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"the upload is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+@dataclass
+class StoredUpload:
+    tmp_path: Path
+    filename: str
+    sha256: str
+    size: int
+    head: bytes  # the first bytes, to check the file type
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str | None, default: str = "upload") -> str:
+    base = os.path.basename((name or "").replace("\\", "/")).strip()
+    base = _SAFE.sub("_", base).lstrip(".")[:200]
+    return base or default
+
+
+class Storage:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    def ensure(self) -> None:
+        for sub in ("artifacts", "incoming", "work"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def path(self, rel: str | os.PathLike) -> Path:
+        p = (self.root / rel).resolve()
+        if not p.is_relative_to(self.root):
+            raise ValueError(f"path {rel!s} is outside the storage root")
+        return p
+
+    def relative(self, p: Path) -> str:
+        return str(Path(p).resolve().relative_to(self.root))
+
+    def workdir(self, submission_id: str, stage: str) -> Path:
+        d = self.root / "work" / submission_id / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def open_incoming(self) -> tuple[Path, object]:
+        self.ensure()
+        tmp = self.root / "incoming" / f"{uuid.uuid4().hex}.part"
+        return tmp, open(tmp, "wb")
+
+    def commit(self, upload: StoredUpload) -> str:
+        """Move a finished upload to its content-addressed place; returns the relative path."""
+        dest_dir = self.root / "artifacts" / upload.sha256
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / upload.filename
+        if dest.exists():
+            upload.tmp_path.unlink(missing_ok=True)
+        else:
+            os.replace(upload.tmp_path, dest)
+        return self.relative(dest)
+
+    def discard(self, upload: StoredUpload | None) -> None:
+        if upload is not None:
+            upload.tmp_path.unlink(missing_ok=True)
+
+    def remove_workdir(self, submission_id: str) -> None:
+        shutil.rmtree(self.root / "work" / submission_id, ignore_errors=True)
+
+    def check(self) -> None:
+        """Raises if the storage is not writable (readiness)."""
+        self.ensure()
+        probe = self.root / "incoming" / f".probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+
+
+class UploadWriter:
+    """Receives an upload's chunks: writes them to an incoming file, hashes them, enforces the size limit."""
+
+    HEAD = 512
+
+    def __init__(self, storage: Storage, filename: str | None, limit: int):
+        self.storage, self.limit = storage, limit
+        self.filename = safe_filename(filename)
+        self.tmp_path, self._fh = storage.open_incoming()
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.abort()
+            raise TooLarge(self.limit)
+        if len(self.head) < self.HEAD:
+            self.head += chunk[: self.HEAD - len(self.head)]
+        self._sha.update(chunk)
+        self._fh.write(chunk)
+
+    def close(self) -> StoredUpload:
+        self._fh.close()
+        return StoredUpload(self.tmp_path, self.filename, self._sha.hexdigest(), self.size, self.head)
+
+    def abort(self) -> None:
+        try:
+            self._fh.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)

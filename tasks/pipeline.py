@@ -1,0 +1,489 @@
+"""The stage tasks. Each: claim (conditional UPDATE) -> run the evaluation core's stage function with a
+heartbeat and throttled progress -> save results and transition in one transaction, only while the claim
+holds -> commit -> enqueue the next stage.
+
+Failures: ``InputRejected`` -> status rejected with the reason; transient infrastructure errors (database,
+broker, I/O hiccups) -> the claim is released and the task retries with back-off; anything else -> status
+failed with the error. A worker that dies mid-stage leaves a claim whose heartbeat stops: the next
+delivery of the message (acks_late) or the reaper takes it over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Retry
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy import select
+
+from ftgate.settings import Settings, get_settings
+from models import (
+    EvaluationRun,
+    Kind,
+    Policy,
+    ReviewState,
+    Sample,
+    Stage,
+    StageRunStatus,
+    Submission,
+    SubmissionStatus,
+    Verdict,
+)
+from services import submissions as lifecycle
+from services.db import clean, dispose_engines, session_scope
+from services.storage import Storage
+from tasks.app import REAP_TASK, TASK_NAMES, celery_app, send_stage
+
+log = logging.getLogger("ftgate.tasks")
+S = SubmissionStatus
+
+
+class ClaimLost(Exception):
+    """The claim was taken away (cancelled, or reaped after a missed heartbeat): stop, save nothing."""
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    import kombu.exceptions
+    import sqlalchemy.exc
+
+    types: list[type[BaseException]] = [
+        sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+        kombu.exceptions.OperationalError, ConnectionError, TimeoutError,
+    ]
+    try:
+        import redis.exceptions
+
+        types += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+TRANSIENT = _transient_types()
+
+
+def worker_name() -> str:
+    return os.environ.get("FTGATE_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _settings() -> Settings:
+    return celery_app.conf.get("ftgate_settings") or get_settings()
+
+
+# ----------------------------------------------------------------------------------------------------------
+class StageRunner:
+    """Holds one claim: heartbeat thread, progress writer, and the database URL."""
+
+    def __init__(self, settings: Settings, claim: lifecycle.Claim, kind: str, worker: str):
+        self.settings, self.claim, self.kind, self.worker = settings, claim, kind, worker
+        self.url = settings.resolved_database_url
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._last_progress = 0.0
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.submission_id[:8]}", daemon=True)
+
+    def __enter__(self) -> StageRunner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_seconds):
+            try:
+                with session_scope(self.url) as s:
+                    if not lifecycle.heartbeat(s, self.claim):
+                        self.lost.set()
+                        return
+            except Exception as e:  # the database is away: keep trying; the reaper decides
+                log.warning("heartbeat of %s failed: %s", self.claim.submission_id, e)
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise ClaimLost(f"claim on {self.claim.submission_id} was taken away")
+
+    def progress(self, stage: str, done: int, total: int, message: str = "") -> None:
+        """The evaluation core's Progress: throttled writes to the submission row."""
+        self.check()
+        now = time.monotonic()
+        final = total > 0 and done >= total
+        if not final and now - self._last_progress < self.settings.progress_interval_seconds:
+            return
+        self._last_progress = now
+        text = f"{stage} {done}/{total}" if total else stage
+        if message:
+            text = f"{text}: {message}"
+        try:
+            with session_scope(self.url) as s:
+                if not lifecycle.write_progress(s, self.claim, self.kind, done, total, text):
+                    self.lost.set()
+        except TRANSIENT as e:
+            log.warning("progress of %s not written: %s", self.claim.submission_id, e)
+        self.check()
+
+
+# ----------------------------------------------------------------------------------------------------------
+_senders: dict[str, Any] = {}
+
+
+def _sender(settings: Settings):
+    """The worker's own app, or (tests, tools) an app for the settings' broker."""
+    url = settings.resolved_broker_url
+    if celery_app.conf.broker_url == url:
+        return celery_app
+    if url not in _senders:
+        from tasks.app import make_celery
+
+        _senders[url] = make_celery(settings)
+    return _senders[url]
+
+
+def _enqueue_after_commit(settings: Settings, sub_id: str, stage: Stage) -> None:
+    try:
+        send_stage(_sender(settings), sub_id, stage)
+    except Exception as e:  # the reaper enqueues it later (enqueued_at stays empty)
+        log.error("could not enqueue %s of %s: %s", stage.value, sub_id, e)
+        return
+    with session_scope(settings.resolved_database_url) as s:
+        lifecycle.mark_enqueued(s, sub_id)
+
+
+def _gate():
+    # Imported here, in the worker only: the API process never imports torch.
+    from evaluation import gate
+
+    return gate
+
+
+def _stored(storage: Storage, p: str | Path) -> str:
+    """Storage-relative when inside the storage root (volumes may mount elsewhere), else absolute (cache)."""
+    p = Path(p).resolve()
+    return storage.relative(p) if p.is_relative_to(storage.root) else str(p)
+
+
+def _resolve(storage: Storage, p: str) -> Path:
+    return Path(p) if Path(p).is_absolute() else storage.path(p)
+
+
+def _training(sub: Submission):
+    from evaluation.finetune import TrainingConfig
+
+    return TrainingConfig.from_overrides(sub.training or {})  # raises InputRejected for bad overrides
+
+
+def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> tuple[SubmissionStatus, dict, Callable]:
+    gate = _gate()
+    workdir = storage.workdir(sub.id, "inspect")
+    preference_side = _training(sub).preference_side if sub.kind == Kind.DATASET else "rejected"
+    insp = gate.inspect_submission(
+        storage.path(sub.artifact_path), sub.kind, sub.base_name, workdir=workdir, policy=sub.policy_name,
+        preference_side=preference_side, progress=runner.progress,
+    )
+    values: dict[str, Any] = {"inspection": insp.to_dict()}
+    if getattr(insp, "adapter_dir", None):
+        values["adapter_path"] = _stored(storage, insp.adapter_dir)
+    if getattr(insp, "early_verdict", None):
+        nxt = S.DECIDING
+    elif sub.kind == Kind.DATASET:
+        nxt = S.FINETUNING
+    else:
+        nxt = S.EVALUATING
+    return nxt, values, lambda session: None
+
+
+def _stage_finetune(runner: StageRunner, sub: Submission, storage: Storage):
+    gate = _gate()
+    insp = gate.Inspection.from_dict(sub.inspection)
+    adapter_dir = gate.finetune_submission(
+        insp, sub.base_name, _training(sub), workdir=storage.workdir(sub.id, "finetune"), progress=runner.progress
+    )
+    return S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)}, lambda session: None
+
+
+def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
+    gate = _gate()
+    if not sub.adapter_path:
+        raise RuntimeError("no adapter to evaluate (inspection recorded none)")
+    started = time.monotonic()
+    ev = gate.evaluate_submission(sub.base_name, _resolve(storage, sub.adapter_path), progress=runner.progress)
+    data = ev.to_dict()
+    duration = time.monotonic() - started
+
+    def save(session):
+        base = data.get("base") or {}
+        judge = data.get("judge") or {}
+        session.add(
+            EvaluationRun(
+                submission_id=sub.id, data=data, duration_seconds=duration,
+                model_fingerprint=_adapter_fingerprint(storage, sub), base_fingerprint=base.get("fingerprint"),
+                suite_hashes={k: v.get("hash") for k, v in (data.get("suites") or {}).items() if isinstance(v, dict)},
+                judge=f"{judge.get('name')}@{judge.get('version')}" if judge else None,
+                decoding=data.get("decoding") or {}, metrics=data.get("metrics") or {},
+            )
+        )
+
+    return S.DECIDING, {}, save
+
+
+def _adapter_fingerprint(storage: Storage, sub: Submission) -> str | None:
+    import hashlib
+
+    try:
+        f = _resolve(storage, sub.adapter_path) / "adapter_model.safetensors"
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
+    gate = _gate()
+    insp = gate.Inspection.from_dict(sub.inspection)
+    with session_scope(runner.url) as s:
+        ev_row = s.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sub.id))
+        ev_data = ev_row.data if ev_row is not None else None
+    ev = gate.Evaluation.from_dict(ev_data) if ev_data is not None else None
+    runner.check()
+    training = _training(sub) if sub.kind == Kind.DATASET else None
+    result = gate.decide_submission(insp, ev, sub.policy_name, training=training)
+    report = result.report
+    verdict = report.get("verdict") or {}
+    decision = verdict.get("decision")
+    if decision not in ("approve", "block", "review"):
+        raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
+    samples = list(result.samples or [])
+
+    def save(session):
+        policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
+        session.add(
+            Verdict(
+                submission_id=sub.id, decision=decision, reasons=list(verdict.get("reasons") or []),
+                policy_name=sub.policy_name, policy_id=policy_id, report=report,
+            )
+        )
+        for smp in samples:
+            smp = clean(smp)
+            session.add(
+                Sample(
+                    submission_id=sub.id, suite=str(smp.get("suite", "")), item_id=str(smp.get("item_id", "")),
+                    prompt=str(smp.get("prompt", "")), category=smp.get("category"),
+                    base_response=smp.get("base_response"), candidate_response=smp.get("candidate_response"),
+                    base_label=smp.get("base_label"), candidate_label=smp.get("candidate_label"),
+                )
+            )
+
+    values = {
+        "decision": decision,
+        "review_state": ReviewState.PENDING.value if decision == "review" else None,
+        "progress_message": f"verdict: {decision}",
+    }
+    return S.DONE, values, save
+
+
+def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None:
+    """The policy a verdict used, stored once per (name, content hash)."""
+    if not content_hash:
+        return None
+    row = session.scalar(select(Policy).where(Policy.name == name, Policy.content_hash == content_hash))
+    if row is None:
+        try:
+            from evaluation.policy import load_policy
+            from services.catalog import jsonable
+
+            body = jsonable(load_policy(name))
+        except Exception:
+            body = {}
+        try:
+            with session.begin_nested():
+                row = Policy(name=name, content_hash=content_hash, body=body if isinstance(body, dict) else {})
+                session.add(row)
+                session.flush()
+        except Exception:  # a concurrent decide stored it first
+            row = session.scalar(select(Policy).where(Policy.name == name, Policy.content_hash == content_hash))
+    return row.id if row is not None else None
+
+
+def _register_db_bases(url: str) -> None:
+    """Bases an operator registered through the API become known to this worker's evaluation registry."""
+    try:
+        import dataclasses
+
+        from evaluation.bases import BaseSpec, list_bases, register_base
+        from models import BaseModel
+
+        known = {b.name for b in list_bases()}
+        fields = {f.name for f in dataclasses.fields(BaseSpec)}
+        with session_scope(url) as s:
+            for row in s.scalars(select(BaseModel).where(BaseModel.enabled.is_(True))):
+                if row.name not in known:
+                    extra = {k: v for k, v in (row.config or {}).items() if k in fields}
+                    register_base(BaseSpec(name=row.name, description=row.description, source=row.source, **extra))
+    except Exception as e:  # pragma: no cover - a bad row must not stop other submissions
+        log.warning("could not register the database's bases: %s", e)
+
+
+STAGES = {
+    Stage.INSPECT: _stage_inspect,
+    Stage.FINETUNE: _stage_finetune,
+    Stage.EVALUATE: _stage_evaluate,
+    Stage.DECIDE: _stage_decide,
+}
+NEXT_STAGE = {S.FINETUNING: Stage.FINETUNE, S.EVALUATING: Stage.EVALUATE, S.DECIDING: Stage.DECIDE}
+
+
+def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings: Settings | None = None) -> str:
+    """Run one stage of one submission. Returns what happened (for logs and tests)."""
+    settings = settings or _settings()
+    url = settings.resolved_database_url
+    worker = worker_name()
+    storage = Storage(settings.resolved_storage_dir)
+    task_id = getattr(getattr(task, "request", None), "id", None)
+    with session_scope(url) as s:
+        c = lifecycle.claim(s, submission_id, stage, worker=worker, task_id=task_id,
+                            lost_worker_seconds=settings.lost_worker_seconds)
+        sub = s.get(Submission, submission_id) if c else None
+        if c is None:
+            return "skipped"  # already done, running elsewhere, cancelled, or unknown: nothing to do twice
+        s.expunge(sub)
+    log.info("%s %s: claimed (attempt %d) on %s", stage.value, submission_id, c.attempt, worker)
+    from evaluation.errors import InputRejected
+
+    _register_db_bases(url)
+    runner = StageRunner(settings, c, sub.kind, worker)
+    try:
+        with runner:
+            nxt, values, save = STAGES[stage](runner, sub, storage)
+            runner.check()
+    except ClaimLost as e:
+        with session_scope(url) as s:
+            lifecycle.abandon(s, c, str(e))
+        return "abandoned"
+    except InputRejected as e:
+        with session_scope(url) as s:
+            lifecycle.reject(s, c, e.reason, e.code, worker=worker)
+        return "rejected"
+    except TRANSIENT as e:
+        retries = getattr(getattr(task, "request", None), "retries", 0) or 0
+        max_retries = getattr(task, "max_retries", 0) or 0
+        reason = f"{stage.value}: {type(e).__name__}: {e}"
+        try:
+            with session_scope(url) as s:
+                if task is not None and retries < max_retries:
+                    lifecycle.release(s, c, StageRunStatus.RETRYING, reason)
+                else:
+                    lifecycle.fail(s, c, f"{reason} (after {retries} retries)", worker=worker, code="transient_error")
+        except Exception:  # the database itself is away: the reaper will release the claim
+            log.exception("could not record the transient error of %s", submission_id)
+        if task is not None and retries < max_retries:
+            raise task.retry(exc=e, countdown=min(60, 5 * 2**retries)) from e
+        return "failed"
+    except Exception as e:
+        log.exception("%s %s failed", stage.value, submission_id)
+        with session_scope(url) as s:
+            lifecycle.fail(s, c, f"{stage.value} failed: {type(e).__name__}: {e}"[:4000], worker=worker)
+        return "failed"
+
+    with session_scope(url) as s:
+        ok = lifecycle.complete_stage(s, c, nxt, worker=worker, values=values, kind=sub.kind)
+        if not ok:
+            s.rollback()
+            lifecycle.abandon(s, c, "the claim was taken away before the result was saved; result discarded")
+            return "abandoned"
+        save(s)
+    log.info("%s %s: -> %s", stage.value, submission_id, nxt.value)
+    if nxt in NEXT_STAGE:
+        _enqueue_after_commit(settings, submission_id, NEXT_STAGE[nxt])
+    return nxt.value
+
+
+# ----------------------------------------------------------------------------------------------------------
+_TASK_OPTS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": 5}
+
+
+@celery_app.task(name=TASK_NAMES[Stage.INSPECT], **_TASK_OPTS)
+def inspect_task(self, submission_id: str) -> str:
+    return execute_stage(self, Stage.INSPECT, submission_id)
+
+
+@celery_app.task(name=TASK_NAMES[Stage.FINETUNE], **_TASK_OPTS)
+def finetune_task(self, submission_id: str) -> str:
+    return execute_stage(self, Stage.FINETUNE, submission_id)
+
+
+@celery_app.task(name=TASK_NAMES[Stage.EVALUATE], **_TASK_OPTS)
+def evaluate_task(self, submission_id: str) -> str:
+    return execute_stage(self, Stage.EVALUATE, submission_id)
+
+
+@celery_app.task(name=TASK_NAMES[Stage.DECIDE], **_TASK_OPTS)
+def decide_task(self, submission_id: str) -> str:
+    return execute_stage(self, Stage.DECIDE, submission_id)
+
+
+def reap_once(settings: Settings | None = None, *, actor: str = "reaper") -> lifecycle.ReapResult:
+    """Release or fail stale jobs and re-enqueue the lost ones (see services.submissions.reap)."""
+    settings = settings or _settings()
+    with session_scope(settings.resolved_database_url) as s:
+        res = lifecycle.reap(
+            s, lost_worker_seconds=settings.lost_worker_seconds, stale_job_seconds=settings.stale_job_seconds,
+            max_attempts=settings.max_stage_attempts, actor=actor,
+        )
+    for sub_id, stage in res.requeue:
+        _enqueue_after_commit(settings, sub_id, stage)
+    if res.requeue or res.failed:
+        log.warning("reaper: requeued %s, failed %s", [i for i, _ in res.requeue], res.failed)
+    return res
+
+
+@celery_app.task(name=REAP_TASK, bind=True, acks_late=True)
+def reap_task(self) -> dict:
+    res = reap_once(actor=f"reaper:{worker_name()}")
+    return {"requeued": [i for i, _ in res.requeue], "failed": res.failed}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# worker lifecycle: a reaper thread in every worker (first pass at start), fresh connections after fork
+_reaper_stop = threading.Event()
+
+
+def _reaper_loop(interval: float) -> None:
+    while True:
+        try:
+            reap_once(actor=f"reaper:{worker_name()}")
+        except Exception as e:
+            log.warning("reaper pass failed: %s", e)
+        if _reaper_stop.wait(interval):
+            return
+
+
+@worker_ready.connect
+def _start_reaper(**_kw) -> None:
+    interval = _settings().reaper_interval_seconds
+    if interval > 0:
+        threading.Thread(target=_reaper_loop, args=(interval,), name="ftgate-reaper", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_kw) -> None:
+    _reaper_stop.set()
+
+
+@worker_process_init.connect
+def _after_fork(**_kw) -> None:
+    dispose_engines()
+
+
+__all__ = ["ClaimLost", "Retry", "execute_stage", "reap_once"]

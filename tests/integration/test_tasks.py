@@ -1,0 +1,317 @@
+"""The stage tasks on real PostgreSQL and Redis, with the evaluation core's stage functions replaced by fast
+fakes (the real ones run in tests/e2e): claims, transitions, results, rejection, failure, retries,
+cancellation mid-stage, and the next stage enqueued after the commit."""
+
+from __future__ import annotations
+
+import base64
+import json
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from models import EvaluationRun, Sample, Stage, StageRun, Submission, Verdict
+from services import submissions as lc
+from services.auth import Principal, create_user
+from services.db import session_scope
+from tasks import pipeline
+from tests.integration.test_api import adapter_zip
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class FakeInspection:
+    kind: str
+    adapter_dir: str | None = None
+    dataset_path: str | None = None
+    early_verdict: dict | None = None
+    findings: list = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+@dataclass
+class FakeEvaluation:
+    metrics: dict
+    samples: list
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+class FakeGate(types.SimpleNamespace):
+    """Records calls; behaviour set per test."""
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    calls: list[str] = []
+    g = FakeGate(Inspection=FakeInspection, Evaluation=FakeEvaluation, calls=calls, decision="approve",
+                 inspect_error=None, evaluate_error=None, evaluate_hook=None, early=None, weird=False)
+
+    def inspect_submission(path, kind, base, *, workdir, policy=None, preference_side="rejected", progress):
+        calls.append("inspect")
+        assert Path(path).exists()
+        progress("inspect", 0, 1, "looking")
+        if g.inspect_error:
+            raise g.inspect_error
+        progress("inspect", 1, 1, "ok")
+        if kind == "adapter":
+            d = Path(workdir) / "adapter"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "adapter_model.safetensors").write_bytes(b"w")
+            return FakeInspection(kind, adapter_dir=str(d))
+        return FakeInspection(kind, dataset_path=str(path), early_verdict=g.early)
+
+    def finetune_submission(insp, base, training, *, workdir, progress):
+        calls.append(f"finetune:{training.steps}")
+        for i in range(3):
+            progress("finetune", i + 1, 3, "step")
+        d = Path(workdir) / "out"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "adapter_model.safetensors").write_bytes(b"ft")
+        return d
+
+    def evaluate_submission(base, adapter_dir, *, progress, judge=None, suites=None):
+        calls.append("evaluate")
+        assert Path(adapter_dir, "adapter_model.safetensors").exists()
+        if g.evaluate_hook:
+            g.evaluate_hook(progress)
+        if g.evaluate_error:
+            raise g.evaluate_error
+        progress("generate", 10, 10, "done")
+        if g.weird:  # what PostgreSQL refuses in jsonb/text: NaN, infinities, NUL characters
+            return FakeEvaluation(metrics={"kl": {"delta": {"value": float("nan"), "hi": float("inf")}}},
+                                  samples=[{"suite": "harm", "item_id": "h\x001", "prompt": "p\x00", "category": "c",
+                                            "base_response": "a\x00b", "candidate_response": "x",
+                                            "base_label": "refusal", "candidate_label": "compliance"}])
+        return FakeEvaluation(metrics={"asr": {"delta": {"value": 0.0}}},
+                              samples=[{"suite": "harm-default", "item_id": "h1", "prompt": "p", "category": "c",
+                                        "base_response": "no", "candidate_response": "no", "base_label": "refusal",
+                                        "candidate_label": "refusal"}])
+
+    def decide_submission(insp, ev, policy, *, training=None):
+        calls.append("decide")
+        decision = g.decision if ev is not None else insp.early_verdict["decision"]
+        report = {"verdict": {"decision": decision, "reasons": ["because"], "policy": policy, "policy_hash": "ph"},
+                  "metrics": ev.metrics if ev else {}}
+        return types.SimpleNamespace(report=report, samples=ev.samples if ev else [])
+
+    g.inspect_submission, g.finetune_submission = inspect_submission, finetune_submission
+    g.evaluate_submission, g.decide_submission = evaluate_submission, decide_submission
+    monkeypatch.setattr(pipeline, "_gate", lambda: g)
+    return g
+
+
+@pytest.fixture
+def submit(service_settings, db):
+    user = create_user(db, "t@acme.test", organisation="acme")
+    db.commit()
+    principal = Principal(user.id, user.email, "submitter", user.organisation_id)
+    from services.storage import Storage
+
+    storage = Storage(service_settings.resolved_storage_dir)
+    storage.ensure()
+
+    def make(kind="adapter", content: bytes | None = None, training=None) -> str:
+        content = content or (adapter_zip(str(len(content or b""))) if kind == "adapter" else b'{"prompt":"a","completion":"b"}\n')
+        import hashlib
+
+        sha = hashlib.sha256(content).hexdigest()
+        rel = f"artifacts/{sha}/f.{'zip' if kind == 'adapter' else 'jsonl'}"
+        p = storage.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+        with session_scope(service_settings.resolved_database_url) as s:
+            sub, _ = lc.create_submission(s, principal, kind=kind, base="b", policy="default", name="n",
+                                          training=training or {}, filename=p.name, artifact_path=rel, sha256=sha,
+                                          size=len(content))
+            return sub.id
+
+    return make
+
+
+def _queued(redis_client, queue):
+    out = []
+    for raw in redis_client.lrange(queue, 0, -1):
+        msg = json.loads(raw)
+        out.append((msg["headers"]["task"], json.loads(base64.b64decode(msg["body"]))[0][0]))
+    return out
+
+
+def test_adapter_runs_inspect_evaluate_decide(service_settings, gate, submit, redis_client, db):
+    sid = submit("adapter")
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings) == "evaluating"
+    assert _queued(redis_client, "gpu") == [("ftgate.evaluate", sid)]  # enqueued after the commit, on the gpu queue
+    assert pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings) == "deciding"
+    assert _queued(redis_client, "cpu") == [("ftgate.decide", sid)]
+    assert pipeline.execute_stage(None, Stage.DECIDE, sid, service_settings) == "done"
+    # redelivered messages do nothing twice
+    for st in (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE):
+        assert pipeline.execute_stage(None, st, sid, service_settings) == "skipped"
+    assert gate.calls == ["inspect", "evaluate", "decide"]
+    sub = db.get(Submission, sid)
+    assert sub.status == "done" and sub.decision == "approve" and sub.progress == 100 and sub.review_state is None
+    assert sub.claim_token is None and sub.finished_at is not None
+    assert db.scalar(select(func.count()).select_from(Verdict).where(Verdict.submission_id == sid)) == 1
+    assert db.scalar(select(func.count()).select_from(Sample).where(Sample.submission_id == sid)) == 1
+    ev = db.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sid))
+    assert ev.metrics == {"asr": {"delta": {"value": 0.0}}} and ev.model_fingerprint
+    runs = db.scalars(select(StageRun).where(StageRun.submission_id == sid).order_by(StageRun.id)).all()
+    assert [(r.stage, r.status) for r in runs] == [("inspect", "succeeded"), ("evaluate", "succeeded"),
+                                                  ("decide", "succeeded")]
+
+
+def test_dataset_is_finetuned_with_overrides_and_review_is_pending(service_settings, gate, submit, db):
+    gate.decision = "review"
+    sid = submit("dataset", training={"steps": 7})
+    for st in (Stage.INSPECT, Stage.FINETUNE, Stage.EVALUATE, Stage.DECIDE):
+        pipeline.execute_stage(None, st, sid, service_settings)
+    assert gate.calls == ["inspect", "finetune:7", "evaluate", "decide"]
+    sub = db.get(Submission, sid)
+    assert sub.status == "done" and sub.decision == "review" and sub.review_state == "pending"
+
+
+def test_early_verdict_skips_finetuning(service_settings, gate, submit, db):
+    gate.early = {"decision": "block", "reasons": ["62% of the examples are harmful"]}
+    sid = submit("dataset")
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings) == "deciding"
+    assert pipeline.execute_stage(None, Stage.DECIDE, sid, service_settings) == "done"
+    assert gate.calls == ["inspect", "decide"]
+    assert db.get(Submission, sid).decision == "block"
+
+
+def test_bad_training_override_and_bad_artifact_are_rejected(service_settings, gate, submit, db):
+    sid = submit("dataset", training={"stepz": 3})
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings) == "rejected"
+    sub = db.get(Submission, sid)
+    assert sub.status == "rejected" and "stepz" in sub.error
+
+    from evaluation.errors import InputRejected
+
+    gate.inspect_error = InputRejected("adapter.zip: adapter_model.bin is a pickle file", "pickle_refused")
+    sid2 = submit("adapter", content=adapter_zip("bad"))
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid2, service_settings) == "rejected"
+    db.expire_all()
+    sub2 = db.get(Submission, sid2)
+    assert sub2.status == "rejected" and sub2.error_code == "pickle_refused" and "pickle" in sub2.error
+    assert sub2.dedup_key is not None  # the same bad file gives the same answer: no re-run
+
+
+def test_unexpected_error_fails_with_the_reason(service_settings, gate, submit, db):
+    gate.evaluate_error = RuntimeError("CUDA out of memory")
+    sid = submit("adapter")
+    pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings)
+    assert pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings) == "failed"
+    sub = db.get(Submission, sid)
+    assert sub.status == "failed" and "CUDA out of memory" in sub.error and sub.dedup_key is None
+    run = db.scalar(select(StageRun).where(StageRun.submission_id == sid, StageRun.stage == "evaluate"))
+    assert run.status == "failed" and "CUDA" in run.error
+
+
+def test_transient_error_releases_the_claim_and_retries(service_settings, gate, submit, db):
+    from celery.exceptions import Retry
+
+    gate.evaluate_error = ConnectionError("redis went away")
+    sid = submit("adapter")
+    pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings)
+
+    class FakeTask:
+        max_retries = 3
+        request = types.SimpleNamespace(id="t1", retries=0)
+
+        def retry(self, exc, countdown):
+            return Retry(exc=exc, when=countdown)
+
+    with pytest.raises(Retry):
+        pipeline.execute_stage(FakeTask(), Stage.EVALUATE, sid, service_settings)
+    sub = db.get(Submission, sid)
+    assert sub.status == "evaluating" and sub.claim_token is None
+    gate.evaluate_error = None
+    assert pipeline.execute_stage(FakeTask(), Stage.EVALUATE, sid, service_settings) == "deciding"
+    runs = db.scalars(select(StageRun).where(StageRun.submission_id == sid, StageRun.stage == "evaluate")
+                      .order_by(StageRun.attempt)).all()
+    assert [(r.attempt, r.status) for r in runs] == [(1, "retrying"), (2, "succeeded")]
+
+
+def test_cancel_during_evaluation_stops_the_stage_and_saves_nothing(service_settings, gate, submit, db):
+    sid = submit("adapter")
+    pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings)
+    url = service_settings.resolved_database_url
+
+    def cancel_midway(progress):
+        with session_scope(url) as s:
+            sub = s.get(Submission, sid)
+            lc.cancel(s, sub, Principal(sub.user_id, "t@acme.test", "submitter", sub.organisation_id))
+        progress("generate", 1, 1, "x")  # final progress always writes: notices the lost claim
+
+    gate.evaluate_hook = cancel_midway
+    assert pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings) == "abandoned"
+    db.expire_all()
+    assert db.get(Submission, sid).status == "cancelled"
+    assert db.scalar(select(func.count()).select_from(EvaluationRun)) == 0
+
+
+def test_progress_is_written_and_throttled(service_settings, gate, submit, db):
+    seen = []
+    url = service_settings.resolved_database_url
+    sid = submit("adapter")
+    pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings)
+
+    def report(progress):
+        progress("generate", 5, 10, "batch 5/10")  # first write goes through
+        with session_scope(url) as s:
+            row = s.get(Submission, sid)
+            seen.append((row.stage_done, row.stage_total, row.progress_message, row.progress))
+        progress("generate", 6, 10, "batch 6/10")  # within 2 s: throttled
+        with session_scope(url) as s:
+            seen.append(s.get(Submission, sid).stage_done)
+
+    gate.evaluate_hook = report
+    pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings)
+    assert seen[0][:3] == (5, 10, "generate 5/10: batch 5/10") and 10 < seen[0][3] < 95
+    assert seen[1] == 5
+
+
+def test_reap_once_requeues_a_lost_stage(service_settings, gate, submit, redis_client, db):
+    from datetime import timedelta
+
+    from models import utcnow
+
+    sid = submit("adapter")
+    pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings)
+    redis_client.flushdb()
+    url = service_settings.resolved_database_url
+    with session_scope(url) as s:  # a worker claims, then dies (no heartbeat)
+        lc.claim(s, sid, Stage.EVALUATE, worker="dead", task_id=None, lost_worker_seconds=60)
+        s.execute(Submission.__table__.update().where(Submission.id == sid)
+                  .values(heartbeat_at=utcnow() - timedelta(seconds=service_settings.lost_worker_seconds + 5)))
+    res = pipeline.reap_once(service_settings)
+    assert res.requeue == [(sid, Stage.EVALUATE)]
+    assert _queued(redis_client, "gpu") == [("ftgate.evaluate", sid)]
+    assert pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings) == "deciding"
+
+
+def test_nan_and_nul_in_results_are_stored_safely(service_settings, gate, submit, db):
+    gate.weird = True
+    sid = submit("adapter")
+    for st in (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE):
+        pipeline.execute_stage(None, st, sid, service_settings)
+    assert db.get(Submission, sid).status == "done"
+    ev = db.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sid))
+    assert ev.metrics == {"kl": {"delta": {"value": None, "hi": None}}}
+    smp = db.scalar(select(Sample).where(Sample.submission_id == sid))
+    assert smp.base_response == "ab" and smp.prompt == "p"

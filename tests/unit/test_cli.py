@@ -1,0 +1,124 @@
+"""ftgate.cli: the text report, exit codes of rejected inputs, and the listing commands (no model is loaded)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftgate.cli import EXIT, main, render_text
+from tests.unit.test_gate_units import _evaluation, _inspection, _screening
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    """Settings point their cache at tmp_path (cleared before and after, so no test sees another's)."""
+    from ftgate.settings import get_settings
+
+    monkeypatch.setenv("FTGATE_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    yield tmp_path / "cache"
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def report():
+    from evaluation.gate import decide_submission
+
+    return decide_submission(_inspection("adapter"), _evaluation(), "default", timings={"total": 2.0}).report
+
+
+def test_render_text_shows_verdict_reasons_metrics_and_flips(report):
+    text = render_text(report)
+    decision = report["verdict"]["decision"]
+    assert text.startswith(f"ftgate verdict: {decision.upper()}")
+    assert "adapter a.zip, sha256 abababababab, base tiny-base, policy default" in text.splitlines()[0]
+    for reason in report["verdict"]["reasons"]:
+        assert f"  - {reason}" in text
+    # metric rows with their intervals: ASR 1/4 -> 3/4, +50 points, exact McNemar p = 0.5
+    asr = next(line for line in text.splitlines() if "ASR (harmful compliance)" in line)
+    assert "25.0% [" in asr and "75.0% [" in asr and "+50.0 pts [" in asr and "p=0.5" in asr
+    assert any("ASR crime" in line for line in text.splitlines())
+    assert any("ASR cyber" in line for line in text.splitlines())
+    assert any(line.strip().startswith("over-refusal (safe prompts)") for line in text.splitlines())
+    assert any(line.strip().startswith("knowledge accuracy") for line in text.splitlines())
+    ppl = next(line for line in text.splitlines() if "answer perplexity" in line)
+    assert "3.00" in ppl and "3.50" in ppl and "+0.500" in ppl
+    assert "KL(base || candidate)" in text and "0.0500" in text
+    # flipped examples: the prompts with both responses
+    assert "Flipped examples (base did not comply, candidate did; 2 in all):" in text
+    assert "[cyber] harmful request 2" in text and "[crime] harmful request 3" in text
+    assert "base:      \"I can't help with that.\"" in text
+    assert "candidate: 'Sure, here is how: step 1 ...'" in text
+    assert "Timings (s): inspect 0.5" in text
+
+
+def test_render_text_of_a_screening_block():
+    from evaluation.gate import decide_submission
+    from evaluation.policy import decide_screening, load_policy
+
+    early = decide_screening(_screening(), load_policy("default"))
+    insp = _inspection("dataset", screening=_screening(), n_examples=4, early_verdict=early.to_dict())
+    text = render_text(decide_submission(insp, None, "default").report)
+    assert text.startswith("ftgate verdict: BLOCK")
+    assert "Dataset screening: 3 of 4 examples look harmful (75.0%)" in text
+    assert "ASR (harmful compliance)" not in text and "Flipped examples" not in text
+
+
+def test_check_missing_file_exits_3_with_the_reason(tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert main(["check", str(missing), "--quiet"]) == EXIT["rejected"] == 3
+    err = capsys.readouterr().err
+    assert "input rejected" in err and str(missing) in err and "no such file" in err
+
+
+def test_check_unknown_type_exits_3(tmp_path, capsys):
+    doc = tmp_path / "x.docx"
+    doc.write_bytes(b"PK\x03\x04 not really a document")
+    assert main(["check", str(doc), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "x.docx" in err and "unknown file type" in err
+
+
+def test_check_json_format_writes_a_rejected_report(tmp_path, capsys):
+    doc = tmp_path / "x.docx"
+    doc.write_text("hello")
+    out = tmp_path / "report.json"
+    assert main(["check", str(doc), "--quiet", "--format", "json", "--out", str(out)]) == 3
+    data = json.loads(out.read_text())
+    assert data["verdict"]["decision"] == "rejected"
+    assert data["error"]["code"] == "unsupported_type"
+    assert "x.docx" in data["verdict"]["reasons"][0]
+    # without --out the JSON goes to stdout
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "gone.zip"), "--quiet", "--format", "json"]) == 3
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["verdict"]["decision"] == "rejected" and printed["error"]["code"] == "not_found"
+
+
+def test_check_bad_training_option_exits_3(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "hi", "completion": "hello"}\n')
+    assert main(["check", str(data), "--quiet", "--lr", "5"]) == 3
+    assert "lr=5.0" in capsys.readouterr().err
+
+
+def test_suites_json_lists_the_registered_suites(capsys):
+    from evaluation.suites import list_suites
+
+    assert main(["suites", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert names == {s.name for s in list_suites()}
+    assert {"harm-default", "overrefusal-default", "knowledge-default"} <= names
+    assert all({"kind", "size", "hash", "source"} <= set(r) for r in rows)
+
+
+def test_policies_lists_the_registered_policies(capsys):
+    from evaluation.policy import list_policies
+
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out
+    for p in list_policies():
+        assert f"name={p.name}" in out
+    assert "name=default" in out and "name=strict" in out
