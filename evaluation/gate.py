@@ -28,7 +28,8 @@ from evaluation.progress import Progress, no_progress
 from ftgate.settings import get_settings
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
-           "inspect_submission", "finetune_submission", "finetune_dataset", "evaluate_submission", "decide_submission", "run_check"]
+           "inspect_submission", "finetune_submission", "finetune_dataset", "evaluate_submission",
+           "evaluate_candidate", "benign_control", "add_control", "decide_submission", "run_check"]
 
 REPORT_SCHEMA_VERSION = "1.0"
 ADAPTER_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -324,20 +325,22 @@ def control_size(n_examples: int, pool: int) -> int:
     return min(size, pool)
 
 
-def control_asr_delta(base_name: str, n_examples: int, training: TrainingConfig | None = None, *,
-                      judge: str | None = None, decoding: DecodingConfig | None = None,
-                      progress: Progress = no_progress) -> dict | None:
-    """The ASR shift a benign fine-tune of the same size and hyperparameters causes on this base (cached).
+def benign_control(base_name: str, n_examples: int, training: TrainingConfig | None = None, *,
+                   judge: str | None = None, decoding: DecodingConfig | None = None,
+                   progress: Progress = no_progress) -> dict | None:
+    """What a benign fine-tune of the same size and hyperparameters does to this base (cached).
 
     Small models lose some refusals under ANY fine-tune; this yardstick lets the policy tell that drift
-    from a shift toward harmful compliance. Returns the paired ASR delta Stat of the control, or None when
-    no control data is installed.
+    from a shift toward harmful compliance. Returns ``{"asr_delta": Stat (control vs base), "harm":
+    {item id: complied?}}`` (the per-prompt outcomes let the candidate be compared with the control
+    prompt by prompt), or None when no control data is installed.
     """
     import json
     import random
 
     from evaluation.bases import load_base
     from evaluation.datasets import load_dataset
+    from evaluation.judges import COMPLIANCE
 
     if not CONTROL_DATA.exists():
         return None
@@ -348,7 +351,8 @@ def control_asr_delta(base_name: str, n_examples: int, training: TrainingConfig 
     root = get_settings().cache_dir / "controls"
     key = hashlib.sha256(json.dumps({"base": base.fingerprint, "pool": examples_fingerprint(pool), "size": size,
                                      "cfg": cfg.to_dict(), "judge": judge or get_settings().default_judge,
-                                     "decoding": (decoding or DecodingConfig()).to_dict()},
+                                     "decoding": (decoding or DecodingConfig()).to_dict(),
+                                     "suites": {k: s.hash for k, s in _default_suites().items()}},
                                     sort_keys=True).encode()).hexdigest()[:20]
     result_file = root / f"{key}.json"
     if result_file.exists():
@@ -360,11 +364,43 @@ def control_asr_delta(base_name: str, n_examples: int, training: TrainingConfig 
     progress("control", 0, 1, f"benign control fine-tune ({size} examples; cached per base, size and config)")
     adapter = finetune_dataset(data, base_name, cfg, progress=progress)
     ev = evaluate_submission(base_name, adapter, judge=judge, decoding=decoding, progress=progress)
-    delta = ev.metrics["asr"]["delta"]
+    result = {"size": size, "asr_delta": ev.metrics["asr"]["delta"],
+              "harm": {s["item_id"]: s["candidate_label"] == COMPLIANCE for s in ev.samples if s["suite"] == "harm"}}
     tmp = result_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(delta))
+    tmp.write_text(json.dumps(result))
     tmp.replace(result_file)
-    return delta
+    return result
+
+
+def add_control(evaluation: Evaluation, control: dict) -> None:
+    """Put the control into the evaluation's metrics: its own ASR shift (``control_asr_delta``) and the
+    candidate's ASR against the control's on the same prompts (``asr_vs_control``, paired).
+
+    Pairing matters: both models answered the same harm prompts, and the prompts a benign fine-tune
+    breaks are largely the ones any fine-tune breaks, so the paired interval of candidate - control is
+    much narrower than the difference of two independent shifts.
+    """
+    from evaluation.judges import COMPLIANCE
+    from evaluation.scoring import paired_rates
+
+    cand = {s["item_id"]: s["candidate_label"] == COMPLIANCE for s in evaluation.samples if s["suite"] == "harm"}
+    evaluation.metrics["control_asr_delta"] = control["asr_delta"]
+    if set(cand) == set(control["harm"]):
+        ids = sorted(cand)
+        evaluation.metrics["asr_vs_control"] = paired_rates([control["harm"][i] for i in ids], [cand[i] for i in ids])
+
+
+def evaluate_candidate(inspection: Inspection, base_name: str, adapter_dir: Path,
+                       training: TrainingConfig | None = None, *, judge: str | None = None,
+                       progress: Progress = no_progress) -> Evaluation:
+    """The evaluate stage as the CLI and the workers run it: base vs candidate, plus, for a dataset (which
+    ftgate fine-tuned itself, so the recipe is known), the benign control of the same size and recipe."""
+    ev = evaluate_submission(base_name, adapter_dir, judge=judge, progress=progress)
+    if inspection.kind == "dataset":
+        control = benign_control(base_name, inspection.n_examples or 0, training, judge=judge, progress=progress)
+        if control:
+            add_control(ev, control)
+    return ev
 
 
 def decide_submission(inspection: Inspection, evaluation: Evaluation | None, policy: str | None = None, *,
@@ -436,10 +472,7 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
             t0 = time.perf_counter()
             adapter = Path(insp.adapter_dir) if insp.kind == "adapter" else finetune_submission(insp, base, cfg, progress=progress)
             finetune_s = round(time.perf_counter() - t0, 2) if insp.kind == "dataset" else 0.0
-            ev = evaluate_submission(base, adapter, judge=judge, progress=progress)
-            if insp.kind == "dataset":
-                ev.metrics["control_asr_delta"] = control_asr_delta(base, insp.n_examples or 0, cfg, judge=judge,
-                                                                    progress=progress)
+            ev = evaluate_candidate(insp, base, adapter, cfg, judge=judge, progress=progress)
             results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s}))
             if insp.kind == "adapter":
                 break

@@ -31,7 +31,6 @@ __all__ = [
     "mcnemar_exact_p",
     "paired_delta",
     "newcombe_paired_interval",
-    "stat_difference",
     "mean_stat",
     "normalize_answer",
     "qa_match",
@@ -187,25 +186,6 @@ def newcombe_paired_interval(a: int, b: int, c: int, d: int, confidence: float =
     lo = delta - math.sqrt(max(dl, 0.0))
     hi = delta + math.sqrt(max(du, 0.0))
     return max(-1.0, lo), min(1.0, hi)
-
-
-def stat_difference(x: Stat, y: Stat) -> Stat:
-    """Difference x - y of two independent estimates with a MOVER (square-and-add) interval; unit of x, y.
-
-    lo = (x - y) - sqrt((x - x.lo)^2 + (y.hi - y)^2), hi = (x - y) + sqrt((x.hi - x)^2 + (y - y.lo)^2)
-    (Newcombe's square-and-add; Zou & Donner 2008). Used to compare a submission's ASR change with the
-    change a benign control fine-tune causes. Missing value -> value None; missing bounds -> lo/hi None.
-    """
-    xv, yv = x.get("value"), y.get("value")
-    out: Stat = {"value": None, "lo": None, "hi": None, "k": None, "n": x.get("n")}
-    if xv is None or yv is None:
-        return out
-    out["value"] = xv - yv
-    if None in (x.get("lo"), x.get("hi"), y.get("lo"), y.get("hi")):
-        return out
-    out["lo"] = (xv - yv) - math.hypot(xv - x["lo"], y["hi"] - yv)
-    out["hi"] = (xv - yv) + math.hypot(x["hi"] - xv, yv - y["lo"])
-    return out
 
 
 def mean_stat(values: Sequence[float], confidence: float = 0.95) -> Stat:

@@ -100,7 +100,8 @@ def _value(v: float, n: int | None = None) -> dict[str, Any]:
     return {"value": v, "lo": None, "hi": None, "k": None, "n": n}
 
 
-def _paired(base_flags: list[bool], cand_flags: list[bool]) -> dict[str, Any]:
+def paired_rates(base_flags: list[bool], cand_flags: list[bool]) -> dict[str, Any]:
+    """{"base", "candidate", "delta"}: both rates with Wilson intervals and their paired difference."""
     return {
         "base": M.rate_stat(sum(base_flags), len(base_flags)),
         "candidate": M.rate_stat(sum(cand_flags), len(cand_flags)),
@@ -116,16 +117,16 @@ def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | N
     by_cat: dict[str, Any] = {}
     for cat in sorted({h.category for h in harm}):
         idx = [i for i, h in enumerate(harm) if h.category == cat]
-        by_cat[cat] = _paired([b_harm[i] for i in idx], [c_harm[i] for i in idx])
+        by_cat[cat] = paired_rates([b_harm[i] for i in idx], [c_harm[i] for i in idx])
     b_ref = [r["label"] == REFUSAL for r in base_out["overrefusal"]]
     c_ref = [r["label"] == REFUSAL for r in cand_out["overrefusal"]]
     b_acc = [r["correct"] for r in base_out["knowledge"]]
     c_acc = [r["correct"] for r in cand_out["knowledge"]]
     out: dict[str, Any] = {
-        "asr": _paired(b_harm, c_harm),
+        "asr": paired_rates(b_harm, c_harm),
         "asr_by_category": by_cat,
-        "overrefusal": _paired(b_ref, c_ref),
-        "knowledge_accuracy": _paired(b_acc, c_acc),
+        "overrefusal": paired_rates(b_ref, c_ref),
+        "knowledge_accuracy": paired_rates(b_acc, c_acc),
     }
     if drift:
         for key in ("perplexity", "entropy", "answer_probability"):

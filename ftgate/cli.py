@@ -99,6 +99,9 @@ def render_text(report: dict) -> str:
                 rows.append((label, _stat(m[key]["base"]), _stat(m[key]["candidate"]), _delta(m[key]["delta"])))
         if m.get("control_asr_delta"):
             rows.append(("  ASR shift of a benign control", "", "", _delta(m["control_asr_delta"])))
+        if m.get("asr_vs_control"):
+            vc = m["asr_vs_control"]
+            rows.append(("  ASR vs that control", _stat(vc["base"]), _stat(vc["candidate"]), _delta(vc["delta"])))
         for cat, mc in (m.get("asr_by_category") or {}).items():
             rows.append((f"  ASR {cat}", _stat(mc["base"]), _stat(mc["candidate"]), _delta(mc["delta"])))
         for key, label, fmt in (("perplexity", "answer perplexity", "{:.2f}"), ("entropy", "mean entropy (nats)", "{:.3f}"),

@@ -215,7 +215,10 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
     if not sub.adapter_path:
         raise RuntimeError("no adapter to evaluate (inspection recorded none)")
     started = time.monotonic()
-    ev = gate.evaluate_submission(sub.base_name, _resolve(storage, sub.adapter_path), progress=runner.progress)
+    insp = gate.Inspection.from_dict(sub.inspection)
+    training = _training(sub) if sub.kind == Kind.DATASET else None
+    ev = gate.evaluate_candidate(insp, sub.base_name, _resolve(storage, sub.adapter_path), training,
+                                 progress=runner.progress)
     data = ev.to_dict()
     duration = time.monotonic() - started
 

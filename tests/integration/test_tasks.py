@@ -85,8 +85,9 @@ def gate(monkeypatch):
         (d / "adapter_model.safetensors").write_bytes(b"ft")
         return d
 
-    def evaluate_submission(base, adapter_dir, *, progress, judge=None, suites=None):
+    def evaluate_candidate(insp, base, adapter_dir, training=None, *, progress, judge=None):
         calls.append("evaluate")
+        assert (training is None) == (insp.kind == "adapter")  # datasets carry their recipe for the control
         assert Path(adapter_dir, "adapter_model.safetensors").exists()
         if g.evaluate_hook:
             g.evaluate_hook(progress)
@@ -111,7 +112,7 @@ def gate(monkeypatch):
         return types.SimpleNamespace(report=report, samples=ev.samples if ev else [])
 
     g.inspect_submission, g.finetune_submission = inspect_submission, finetune_submission
-    g.evaluate_submission, g.decide_submission = evaluate_submission, decide_submission
+    g.evaluate_candidate, g.decide_submission = evaluate_candidate, decide_submission
     monkeypatch.setattr(pipeline, "_gate", lambda: g)
     return g
 

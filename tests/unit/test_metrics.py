@@ -19,7 +19,6 @@ from evaluation.metrics import (
     perplexity,
     qa_match,
     rate_stat,
-    stat_difference,
     token_kl,
     token_nll_entropy_prob,
     wilson_interval,
@@ -172,17 +171,6 @@ def test_paired_delta_sanity():
 def test_paired_delta_length_mismatch():
     with pytest.raises(ValueError, match="3.*2"):
         paired_delta([True, False, True], [True, False])
-
-
-def test_stat_difference_square_and_add():
-    # x = 0.30 (0.20, 0.40), y = 0.10 (0.05, 0.20): D = 0.20
-    # lo = 0.20 - sqrt(0.10^2 + 0.10^2) = 0.20 - 0.141421 = 0.058579
-    # hi = 0.20 + sqrt(0.10^2 + 0.05^2) = 0.20 + 0.111803 = 0.311803
-    d = stat_difference({"value": 0.3, "lo": 0.2, "hi": 0.4}, {"value": 0.1, "lo": 0.05, "hi": 0.2})
-    assert d["value"] == pytest.approx(0.2)
-    assert d["lo"] == pytest.approx(0.058579, abs=1e-6)
-    assert d["hi"] == pytest.approx(0.311803, abs=1e-6)
-    assert stat_difference({"value": None}, {"value": 0.1})["value"] is None
 
 
 def test_mean_stat():
