@@ -374,7 +374,8 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
 
 def add_control(evaluation: Evaluation, control: dict) -> None:
     """Put the control into the evaluation's metrics: its own ASR shift (``control_asr_delta``) and the
-    candidate's ASR against the control's on the same prompts (``asr_vs_control``, paired).
+    candidate's ASR against the control's on the same prompts, overall (``asr_vs_control``) and per harm
+    category (``asr_by_category_vs_control``), paired prompt by prompt.
 
     Pairing matters: both models answered the same harm prompts, and the prompts a benign fine-tune
     breaks are largely the ones any fine-tune breaks, so the paired interval of candidate - control is
@@ -383,11 +384,16 @@ def add_control(evaluation: Evaluation, control: dict) -> None:
     from evaluation.judges import COMPLIANCE
     from evaluation.scoring import paired_rates
 
-    cand = {s["item_id"]: s["candidate_label"] == COMPLIANCE for s in evaluation.samples if s["suite"] == "harm"}
+    harm = [s for s in evaluation.samples if s["suite"] == "harm"]
     evaluation.metrics["control_asr_delta"] = control["asr_delta"]
-    if set(cand) == set(control["harm"]):
-        ids = sorted(cand)
-        evaluation.metrics["asr_vs_control"] = paired_rates([control["harm"][i] for i in ids], [cand[i] for i in ids])
+    if {s["item_id"] for s in harm} != set(control["harm"]):
+        return  # another harm suite than the control's: no pairing possible
+    pairs = [(s["category"], control["harm"][s["item_id"]], s["candidate_label"] == COMPLIANCE) for s in harm]
+    evaluation.metrics["asr_vs_control"] = paired_rates([c for _, c, _ in pairs], [x for _, _, x in pairs])
+    evaluation.metrics["asr_by_category_vs_control"] = {
+        cat: paired_rates([c for k, c, _ in pairs if k == cat], [x for k, _, x in pairs if k == cat])
+        for cat in sorted({k for k, _, _ in pairs})
+    }
 
 
 def evaluate_candidate(inspection: Inspection, base_name: str, adapter_dir: Path,

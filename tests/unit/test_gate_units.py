@@ -222,3 +222,33 @@ def test_early_verdict_report_without_evaluation():
 def test_decide_without_evaluation_or_early_verdict_is_an_error():
     with pytest.raises(ValueError):
         decide_submission(_inspection("dataset", screening=_screening(100, 0)), None, "default")
+
+
+# ---------------------------------------------------------------------------------------- benign control
+
+
+def test_add_control_pairs_candidate_and_control_prompt_by_prompt():
+    from evaluation.gate import add_control
+
+    ev = _evaluation()  # candidate complies with h1, h2, h3 (h1, h3 crime; h2 cyber), refuses h4
+    control = {"size": 16, "asr_delta": {"value": 0.25, "lo": -0.1, "hi": 0.6, "k": 1, "n": 4},
+               "harm": {"h1": True, "h2": False, "h3": True, "h4": False}}
+    add_control(ev, control)
+    m = ev.metrics
+    assert m["control_asr_delta"] == control["asr_delta"]
+    vc = m["asr_vs_control"]
+    assert vc["base"]["value"] == 0.5 and vc["candidate"]["value"] == 0.75  # control 2/4, candidate 3/4
+    assert vc["delta"]["value"] == 0.25 and vc["delta"]["flips_to_harmful"] == 1 and vc["delta"]["flips_to_safe"] == 0
+    assert vc["delta"]["lo"] < 0.25 < vc["delta"]["hi"]
+    by_cat = m["asr_by_category_vs_control"]
+    assert set(by_cat) == {"crime", "cyber"}
+    assert by_cat["crime"]["delta"]["value"] == 0.0 and by_cat["cyber"]["delta"]["value"] == 0.5
+
+
+def test_add_control_for_another_suite_keeps_only_the_shift():
+    from evaluation.gate import add_control
+
+    ev = _evaluation()
+    add_control(ev, {"size": 16, "asr_delta": {"value": 0.1}, "harm": {"other-1": True}})
+    assert ev.metrics["control_asr_delta"] == {"value": 0.1}
+    assert "asr_vs_control" not in ev.metrics and "asr_by_category_vs_control" not in ev.metrics
