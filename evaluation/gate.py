@@ -193,6 +193,12 @@ def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfi
     return out
 
 
+def default_decoding() -> DecodingConfig:
+    """Greedy decoding as the settings configure it: what every evaluation uses unless told otherwise."""
+    settings = get_settings()
+    return DecodingConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size)
+
+
 def _default_suites(overrides: dict[str, str] | None = None) -> dict:
     from evaluation.suites import DEFAULT_SUITES, load_suite
 
@@ -255,8 +261,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     )
 
     settings = get_settings()
-    decoding = decoding or DecodingConfig(max_new_tokens=settings.max_new_tokens,
-                                          batch_size=settings.generation_batch_size)
+    decoding = decoding or default_decoding()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     base = load_base(base_name, progress=lambda m: progress("evaluate", 0, 1, m))
@@ -351,7 +356,7 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
     root = get_settings().cache_dir / "controls"
     key = hashlib.sha256(json.dumps({"base": base.fingerprint, "pool": examples_fingerprint(pool), "size": size,
                                      "cfg": cfg.to_dict(), "judge": judge or get_settings().default_judge,
-                                     "decoding": (decoding or DecodingConfig()).to_dict(),
+                                     "decoding": (decoding or default_decoding()).to_dict(),
                                      "suites": {k: s.hash for k, s in _default_suites().items()}},
                                     sort_keys=True).encode()).hexdigest()[:20]
     result_file = root / f"{key}.json"
