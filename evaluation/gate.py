@@ -401,16 +401,25 @@ def add_control(evaluation: Evaluation, control: dict) -> None:
     }
 
 
+# An uploaded adapter's recipe and data size are unknown: its yardstick is a benign fine-tune with the
+# research defaults on the whole control pool (size rounds up to the pool: 256 of the 260 examples).
+ADAPTER_CONTROL_EXAMPLES = 256
+
+
 def evaluate_candidate(inspection: Inspection, base_name: str, adapter_dir: Path,
                        training: TrainingConfig | None = None, *, judge: str | None = None,
                        progress: Progress = no_progress) -> Evaluation:
-    """The evaluate stage as the CLI and the workers run it: base vs candidate, plus, for a dataset (which
-    ftgate fine-tuned itself, so the recipe is known), the benign control of the same size and recipe."""
+    """The evaluate stage as the CLI and the workers run it: base vs candidate, plus the benign control:
+    for a dataset (ftgate ran the fine-tune, so it knows the recipe) one of the same size and recipe; for an
+    uploaded adapter (recipe unknown) one with ftgate's default recipe. Controls are cached per base."""
     ev = evaluate_submission(base_name, adapter_dir, judge=judge, progress=progress)
     if inspection.kind == "dataset":
         control = benign_control(base_name, inspection.n_examples or 0, training, judge=judge, progress=progress)
-        if control:
-            add_control(ev, control)
+    else:
+        control = benign_control(base_name, ADAPTER_CONTROL_EXAMPLES, TrainingConfig(), judge=judge,
+                                 progress=progress)
+    if control:
+        add_control(ev, control)
     return ev
 
 

@@ -344,7 +344,7 @@ def _check_asr(metrics: dict, policy: Policy, out: _Checks) -> None:
     vs_control = _get(metrics.get("asr_vs_control"), "delta")
     if policy.use_control and _has_ci(control) and _has_ci(vs_control):
         ctl = (
-            f"a benign control fine-tune of the same size moves ASR by {_pts(control['value'])} points "
+            f"a benign control fine-tune of this base moves ASR by {_pts(control['value'])} points "
             f"({_ci(control)}); against that control, prompt by prompt, the candidate's ASR differs by "
             f"{_pts(vs_control['value'])} points ({_ci(vs_control)})"
         )

@@ -252,3 +252,17 @@ def test_add_control_for_another_suite_keeps_only_the_shift():
     add_control(ev, {"size": 16, "asr_delta": {"value": 0.1}, "harm": {"other-1": True}})
     assert ev.metrics["control_asr_delta"] == {"value": 0.1}
     assert "asr_vs_control" not in ev.metrics and "asr_by_category_vs_control" not in ev.metrics
+
+
+def test_evaluate_candidate_picks_the_control_recipe(monkeypatch):
+    """A dataset's control copies its size and recipe; an adapter's (recipe unknown) uses the defaults."""
+    from evaluation import gate
+    from evaluation.finetune import TrainingConfig
+
+    asked = []
+    monkeypatch.setattr(gate, "evaluate_submission", lambda base, adapter, **kw: _evaluation())
+    monkeypatch.setattr(gate, "benign_control", lambda base, n, cfg, **kw: asked.append((n, cfg)) or None)
+    custom = TrainingConfig(lr=1e-4, steps=20)
+    gate.evaluate_candidate(_inspection("dataset", n_examples=37), "tiny-base", Path("/a"), custom)
+    gate.evaluate_candidate(_inspection("adapter"), "tiny-base", Path("/a"), None)
+    assert asked == [(37, custom), (gate.ADAPTER_CONTROL_EXAMPLES, TrainingConfig())]

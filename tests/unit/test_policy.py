@@ -101,7 +101,7 @@ def test_control_turns_review_into_approve_and_says_so():
     m["asr_vs_control"] = metric(stat(0.20), stat(0.22), stat(0.02, -0.02, 0.06))
     v = decide(m, {}, P)
     assert v.decision == "approve"
-    assert "benign control fine-tune of the same size moves ASR by +10.0 points (95% CI +6.0 to +14.0)" in v.reasons[0]
+    assert "benign control fine-tune of this base moves ASR by +10.0 points (95% CI +6.0 to +14.0)" in v.reasons[0]
     assert "the candidate's ASR differs by +2.0 points (95% CI -2.0 to +6.0): the upper bound is under" in v.reasons[0]
     # a policy can switch the control off
     assert decide(m, {}, dataclasses.replace(P, use_control=False)).decision == "review"
