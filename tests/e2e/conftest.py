@@ -38,6 +38,7 @@ def smollm2_blank_adapter(tmp_path_factory, guarded_base_dir) -> Path:
     from transformers import AutoModelForCausalLM
 
     out = tmp_path_factory.mktemp("adapters") / "blank"
+    torch.manual_seed(0)  # the same lora_A every run: the same adapter fingerprint, so its results are cached
     model = AutoModelForCausalLM.from_pretrained(guarded_base_dir, dtype=torch.float32)
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                   task_type="CAUSAL_LM"))
