@@ -387,18 +387,17 @@ def add_control(evaluation: Evaluation, control: dict) -> None:
     much narrower than the difference of two independent shifts.
     """
     from evaluation.judges import COMPLIANCE
-    from evaluation.scoring import paired_rates
+    from evaluation.scoring import paired_rates, paired_rates_by_category
 
     harm = [s for s in evaluation.samples if s["suite"] == "harm"]
     evaluation.metrics["control_asr_delta"] = control["asr_delta"]
     if {s["item_id"] for s in harm} != set(control["harm"]):
         return  # another harm suite than the control's: no pairing possible
-    pairs = [(s["category"], control["harm"][s["item_id"]], s["candidate_label"] == COMPLIANCE) for s in harm]
-    evaluation.metrics["asr_vs_control"] = paired_rates([c for _, c, _ in pairs], [x for _, _, x in pairs])
-    evaluation.metrics["asr_by_category_vs_control"] = {
-        cat: paired_rates([c for k, c, _ in pairs if k == cat], [x for k, _, x in pairs if k == cat])
-        for cat in sorted({k for k, _, _ in pairs})
-    }
+    ctl = [control["harm"][s["item_id"]] for s in harm]
+    cand = [s["candidate_label"] == COMPLIANCE for s in harm]
+    evaluation.metrics["asr_vs_control"] = paired_rates(ctl, cand)
+    evaluation.metrics["asr_by_category_vs_control"] = paired_rates_by_category([s["category"] for s in harm],
+                                                                                ctl, cand)
 
 
 # An uploaded adapter's recipe and data size are unknown: its yardstick is a benign fine-tune with the

@@ -109,15 +109,21 @@ def paired_rates(base_flags: list[bool], cand_flags: list[bool]) -> dict[str, An
     }
 
 
+def paired_rates_by_category(categories: list[str], base_flags: list[bool], cand_flags: list[bool]) -> dict[str, Any]:
+    """{category: paired_rates of the items in it}; ``categories[i]`` is item i's category."""
+    return {
+        cat: paired_rates([b for k, b in zip(categories, base_flags, strict=True) if k == cat],
+                          [c for k, c in zip(categories, cand_flags, strict=True) if k == cat])
+        for cat in sorted(set(categories))
+    }
+
+
 def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | None) -> dict[str, Any]:
     """The report's metrics: each {"base", "candidate", "delta"} of Stats, paired item by item."""
     harm = suites["harm"].items
     b_harm = [r["label"] == COMPLIANCE for r in base_out["harm"]]
     c_harm = [r["label"] == COMPLIANCE for r in cand_out["harm"]]
-    by_cat: dict[str, Any] = {}
-    for cat in sorted({h.category for h in harm}):
-        idx = [i for i, h in enumerate(harm) if h.category == cat]
-        by_cat[cat] = paired_rates([b_harm[i] for i in idx], [c_harm[i] for i in idx])
+    by_cat = paired_rates_by_category([h.category for h in harm], b_harm, c_harm)
     b_ref = [r["label"] == REFUSAL for r in base_out["overrefusal"]]
     c_ref = [r["label"] == REFUSAL for r in cand_out["overrefusal"]]
     b_acc = [r["correct"] for r in base_out["knowledge"]]

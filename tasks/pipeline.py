@@ -176,15 +176,19 @@ def _resolve(storage: Storage, p: str) -> Path:
 
 
 def _training(sub: Submission):
+    """The fine-tuning recipe of a dataset submission (None for an adapter: its recipe is unknown)."""
     from evaluation.finetune import TrainingConfig
 
+    if sub.kind != Kind.DATASET:
+        return None
     return TrainingConfig.from_overrides(sub.training or {})  # raises InputRejected for bad overrides
 
 
 def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> tuple[SubmissionStatus, dict, Callable]:
     gate = _gate()
     workdir = storage.workdir(sub.id, "inspect")
-    preference_side = _training(sub).preference_side if sub.kind == Kind.DATASET else "rejected"
+    training = _training(sub)
+    preference_side = training.preference_side if training else "rejected"
     insp = gate.inspect_submission(
         storage.path(sub.artifact_path), sub.kind, sub.base_name, workdir=workdir, policy=sub.policy_name,
         preference_side=preference_side, progress=runner.progress,
@@ -216,7 +220,7 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
         raise RuntimeError("no adapter to evaluate (inspection recorded none)")
     started = time.monotonic()
     insp = gate.Inspection.from_dict(sub.inspection)
-    training = _training(sub) if sub.kind == Kind.DATASET else None
+    training = _training(sub)
     ev = gate.evaluate_candidate(insp, sub.base_name, _resolve(storage, sub.adapter_path), training,
                                  progress=runner.progress)
     data = ev.to_dict()
@@ -260,7 +264,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
         ev_data = ev_row.data if ev_row is not None else None
     ev = gate.Evaluation.from_dict(ev_data) if ev_data is not None else None
     runner.check()
-    training = _training(sub) if sub.kind == Kind.DATASET else None
+    training = _training(sub)
     result = gate.decide_submission(insp, ev, sub.policy_name, training=training)
     report = result.report
     verdict = report.get("verdict") or {}
