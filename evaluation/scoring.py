@@ -44,12 +44,39 @@ def run_model_on_suites(model, tokenizer, suites: dict, judge, decoding: Decodin
     }
 
 
+def teacher_forced_batch(rows: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, Any]:
+    """One left-padded batch of (token ids, prompt length) rows, ready for a forward pass that keeps only
+    the logits of the answer positions.
+
+    Left padding puts every row's answer at the right edge, so the logits that predict answer tokens are
+    the last ``keep`` columns (longest answer + 1) for every row: the model's head and the softmaxes run on
+    a few positions per question instead of the whole chat prompt. ``position_ids`` count real tokens
+    only, so a padded row sees the positions it would see alone (RoPE models don't mind a shift; models
+    with absolute position embeddings do).
+    """
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    keep = max(len(ids) - start for ids, start in rows) + 1
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    score = torch.zeros((len(rows), keep - 1), dtype=torch.long)
+    for i, (row, start) in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        attn[i, width - len(row):] = 1
+        score[i, keep - 1 - (len(row) - start):] = 1
+    positions = (attn.cumsum(-1) - 1).clamp_min(0)
+    return {"input_ids": ids, "attention_mask": attn, "position_ids": positions, "keep": keep,
+            "target": ids[:, width - keep + 1:], "mask": score}
+
+
 def teacher_forced_knowledge(base_model, cand_model, tokenizer, qa_items: Sequence[Any], *, batch_size: int = 32,
                              progress: Progress = no_progress) -> dict[str, Any]:
     """Perplexity, entropy and probability of the gold answer tokens for both models, and KL(base || candidate).
 
     Each question is fed through the chat template followed by its first answer alias; only the answer
     tokens are scored. Both models see the same batches, so the KL is computed position by position.
+    Rows are sorted by length so a batch pads little (the sums don't depend on the order).
     """
     import torch
 
@@ -58,24 +85,19 @@ def teacher_forced_knowledge(base_model, cand_model, tokenizer, qa_items: Sequen
         prompt_ids = tokenizer(chat_prompt(tokenizer, q.question), add_special_tokens=False).input_ids
         answer_ids = tokenizer(q.answers[0], add_special_tokens=False).input_ids
         rows.append((prompt_ids + answer_ids, len(prompt_ids)))
+    rows.sort(key=lambda r: len(r[0]))
     totals = {w: {"nll": 0.0, "entropy": 0.0, "gold_prob": 0.0, "n_tokens": 0.0} for w in ("base", "candidate")}
     kl_sum, kl_tokens = 0.0, 0.0
     n_batches = (len(rows) + batch_size - 1) // batch_size
     for b in range(n_batches):
-        chunk = rows[b * batch_size : (b + 1) * batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        score = torch.zeros_like(ids)
-        for i, (row, start) in enumerate(chunk):
-            ids[i, : len(row)] = torch.tensor(row)
-            attn[i, : len(row)] = 1
-            score[i, start : len(row)] = 1
-        target, mask = ids[:, 1:], score[:, 1:]
+        batch = teacher_forced_batch(rows[b * batch_size : (b + 1) * batch_size], tokenizer.pad_token_id)
+        target, mask = batch["target"], batch["mask"]
         logits = {}
         with torch.inference_mode():
             for who, model in (("base", base_model), ("candidate", cand_model)):
-                logits[who] = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            position_ids=batch["position_ids"], logits_to_keep=batch["keep"])
+                logits[who] = out.logits[:, :-1].float()
                 part = M.token_nll_entropy_prob(logits[who], target, mask)
                 for key in totals[who]:
                     totals[who][key] += float(part[key].sum())

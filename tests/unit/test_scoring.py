@@ -257,3 +257,52 @@ def test_teacher_forced_perturbed_candidate_has_positive_kl(tiny):
     assert out["base"]["perplexity"] != pytest.approx(out["candidate"]["perplexity"], rel=1e-3)
     same = teacher_forced_knowledge(model, model, tok, QA, batch_size=2)
     assert out["base"]["perplexity"] == pytest.approx(same["base"]["perplexity"], rel=1e-6)  # base side unchanged
+
+
+def test_teacher_forced_equals_each_question_scored_alone_on_full_logits(tiny):
+    """The batched, left-padded pass that keeps only the answer positions' logits gives the same sums as
+    running each question alone, unpadded, over every position's logits (the plain textbook computation)."""
+    import math
+
+    import torch
+
+    from evaluation.generation import chat_prompt
+
+    model, tok = tiny
+    cand = copy.deepcopy(model)
+    with torch.no_grad():
+        cand.lm_head.weight.add_(0.3 * torch.randn(cand.lm_head.weight.shape, generator=torch.Generator().manual_seed(2)))
+    nll = {"base": 0.0, "candidate": 0.0}
+    kl, n = 0.0, 0
+    for q in QA:
+        p = tok(chat_prompt(tok, q.question), add_special_tokens=False).input_ids
+        a = tok(q.answers[0], add_special_tokens=False).input_ids
+        ids = torch.tensor([p + a])
+        with torch.no_grad():
+            lb = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+            lc = torch.log_softmax(cand(input_ids=ids).logits[0].float(), -1)
+        for j, token in enumerate(a):
+            pos = len(p) + j - 1  # the logits at pos predict token pos + 1
+            nll["base"] -= float(lb[pos, token])
+            nll["candidate"] -= float(lc[pos, token])
+            kl += float((lb[pos].exp() * (lb[pos] - lc[pos])).sum())
+            n += 1
+    out = teacher_forced_knowledge(model, cand, tok, QA, batch_size=3)
+    assert out["kl_tokens"] == n
+    for who in ("base", "candidate"):
+        assert out[who]["perplexity"] == pytest.approx(math.exp(nll[who] / n), rel=1e-4)
+    assert out["kl"] == pytest.approx(kl / n, rel=1e-3, abs=1e-6)
+
+
+def test_teacher_forced_batch_layout():
+    """Rows of (ids, prompt length): left padded, answers at the right edge, positions counting real tokens."""
+    from evaluation.scoring import teacher_forced_batch
+
+    b = teacher_forced_batch([([1, 2, 3, 4], 3), ([5, 6, 7, 8, 9], 2)], pad_id=0)
+    assert b["input_ids"].tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert b["attention_mask"].tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert b["position_ids"].tolist() == [[0, 0, 1, 2, 3], [0, 1, 2, 3, 4]]
+    assert b["keep"] == 4  # the longest answer (7, 8, 9) + 1
+    # logits of the last 4 columns, shifted by one, predict the last 3 tokens; only answer tokens are scored
+    assert b["target"].tolist() == [[2, 3, 4], [7, 8, 9]]
+    assert b["mask"].tolist() == [[0, 0, 1], [1, 1, 1]]
