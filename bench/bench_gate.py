@@ -55,11 +55,15 @@ def main() -> int:
     base_model = _eval_copy(base, dtype)
     if cache.get(key) is None:
         cache.put(key, run_model_on_suites(base_model, base.tokenizer, suites, judge, decoding, who="base"))
+    stages: dict[str, float] = {}
     t0 = time.perf_counter()
     base_out = cache.get(key)
     cand = load_candidate(base, adapter, dtype)
+    stages["load_candidate"] = time.perf_counter() - t0
     run_model_on_suites(cand, base.tokenizer, suites, judge, decoding)
+    stages["generate_and_judge"] = time.perf_counter() - t0 - sum(stages.values())
     teacher_forced_knowledge(base_model, cand, base.tokenizer, suites["knowledge"].items, batch_size=32)
+    stages["teacher_forced"] = time.perf_counter() - t0 - sum(stages.values())
     gate_s = time.perf_counter() - t0
 
     # --- baseline: one prompt at a time, fp32, base and candidate, no cache ------------------------
@@ -76,6 +80,7 @@ def main() -> int:
         "gate_seconds": round(gate_s, 1),
         "baseline_seconds": round(baseline_s, 1),
         "speedup": round(baseline_s / gate_s, 1),
+        "gate_stages_seconds": {k: round(v, 1) for k, v in stages.items()},
         "base_harm_labels_equal_bf16_vs_fp32": f"{same_labels}/{len(base_out['harm'])}",
         "torch_threads": torch.get_num_threads(),
     }
