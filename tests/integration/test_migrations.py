@@ -43,13 +43,13 @@ def test_sqlite_upgrade_downgrade_upgrade_matches_models(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_audit_events_are_append_only_in_the_database(backend, pg_url, tmp_path):
-    if backend == "sqlite":
+def test_audit_events_are_append_only_in_the_database(backend, request, tmp_path):
+    if backend == "sqlite":  # needs no PostgreSQL: the SQLite case runs (and fails) on its own
         url = f"sqlite:///{tmp_path / 'audit.db'}"
         upgrade(url)
         engine = create_engine(url)
     else:
-        engine = create_engine(pg_url)
+        engine = create_engine(request.getfixturevalue("pg_url"))
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO audit_events (at, actor, action, details) VALUES (CURRENT_TIMESTAMP, 't', 'probe', '{}')"))
     for stmt in ("UPDATE audit_events SET action = 'x'", "DELETE FROM audit_events"):
