@@ -14,16 +14,16 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 
 def test_4bit_lora_finetune_and_generate_on_cuda(tmp_path, monkeypatch):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from evaluation.bases import LoadedBase, bnb_4bit_config, get_base_spec, materialize
+    from evaluation.bases import LoadedBase, get_base_spec, load_4bit_model, materialize
     from evaluation.datasets import load_dataset
     from evaluation.finetune import TrainingConfig, finetune_lora, load_candidate
     from evaluation.generation import generate
     from tests.e2e.conftest import EXAMPLES
 
     path = materialize("smollm2-135m")
-    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb_4bit_config(), device_map="cuda")
+    model = load_4bit_model(path, "cuda")
     tok = AutoTokenizer.from_pretrained(path)
     base = LoadedBase(spec=get_base_spec("smollm2-135m"), model=model, tokenizer=tok, path=path, fingerprint="cuda")
     _, examples = load_dataset(EXAMPLES / "benign.jsonl")

@@ -288,18 +288,30 @@ def test_load_candidate_merges_the_adapter(trained, base):
 
 
 def _load_4bit(path: Path):
-    from transformers import AutoModelForCausalLM
+    from evaluation.bases import load_4bit_model
 
-    from evaluation.bases import bnb_4bit_config
-
-    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb_4bit_config(), device_map="cpu")
-    return model.eval()
+    return load_4bit_model(path, "cpu").eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_dir_64(tmp_path_factory):
     # hidden 64: the smallest size this test was verified with on the CPU bitsandbytes backend
     return save_tiny_base(tmp_path_factory.mktemp("nf4") / "base", hidden_size=64)
+
+
+def test_reading_the_4bit_state_dict_leaves_the_base_exactly_as_it_was(tiny_dir_64):
+    """PEFT reads the state dict to attach an adapter. On CPUs with AVX512-BF16, bitsandbytes' own CPU
+    repacking made that read re-quantize the weights' scales (a lossy round trip); load_4bit_model turns
+    the repacking off, so the shared base stays bit-exact."""
+    import torch
+
+    model = _load_4bit(tiny_dir_64)
+    ids = torch.tensor([[3, 6, 7, 2, 4]])
+    with torch.inference_mode():
+        before = model(ids).logits.float()
+        model.state_dict()
+        after = model(ids).logits.float()
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
 def test_finetune_on_4bit_nf4_base_with_adamw8bit(tiny_dir_64, tmp_path):
