@@ -19,7 +19,7 @@ from evaluation.generation import DecodingConfig, chat_prompt, generate
 from evaluation.judges import COMPLIANCE, REFUSAL
 from evaluation.progress import Progress, no_progress
 
-RESULTS_VERSION = 1  # bump when the meaning of cached outputs changes
+RESULTS_VERSION = 2  # bump when the meaning of cached outputs changes (2: greedy_rows drops finished rows)
 
 
 def run_model_on_suites(model, tokenizer, suites: dict, judge, decoding: DecodingConfig, *,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.generation import DecodingConfig, chat_prompt, generate, length_sorted_batches
+from evaluation import generation
+from evaluation.generation import DecodingConfig, chat_prompt, generate, greedy_rows, length_sorted_batches
 from tests.helpers.tiny import tiny_causal_lm, tiny_tokenizer, torch_threads
 
 PROMPTS = [
@@ -100,3 +101,50 @@ def test_empty_input_returns_empty_without_progress(model, tokenizer):
     calls = []
     assert generate(model, tokenizer, [], max_new_tokens=4, batch_size=2, progress=lambda *a: calls.append(a)) == []
     assert calls == []
+
+
+def _generate_reference(model, enc, max_new_tokens, eos):
+    """transformers' own greedy generate, its rows cut after their first end token."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0, eos_token_id=eos)
+    rows = []
+    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+@pytest.mark.parametrize("drop_share", [0.0, 0.25, 1.01])  # drop at once, in groups, never
+def test_greedy_rows_equals_transformers_generate_while_rows_end_at_different_steps(model, tokenizer, monkeypatch,
+                                                                                     drop_share):
+    tokenizer.padding_side = "left"
+    enc = tokenizer([chat_prompt(tokenizer, p) for p in PROMPTS], return_tensors="pt", padding=True,
+                    add_special_tokens=False)
+    # The tiny random model never says its real end token: make "end" a token it does produce, so rows end
+    # at different steps and leave the batch while the others go on.
+    free = _generate_reference(model, enc, 10, eos=-1)
+
+    def end_steps(eos):  # where each row would end with this end token (10: it runs to the limit)
+        return [row.index(eos) + 1 if eos in row else 10 for row in free]
+
+    # the first token (by id) that ends rows at two or more different steps before the limit, while
+    # another row runs to it
+    eos = next(t for t in sorted({t for row in free for t in row})
+               if len({e for e in end_steps(t) if e < 10}) >= 2 and 10 in end_steps(t))
+    reference = _generate_reference(model, enc, 10, eos)
+    assert [len(r) for r in reference] == end_steps(eos), (eos, end_steps(eos))
+    monkeypatch.setattr(generation, "DROP_FINISHED_SHARE", drop_share)
+    got = greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=10, eos_token_id=eos)
+    assert got == reference
+
+
+def test_greedy_rows_edge_cases(model, tokenizer):
+    import torch
+
+    tokenizer.padding_side = "left"
+    enc = tokenizer([chat_prompt(tokenizer, "sky")], return_tensors="pt", add_special_tokens=False)
+    assert greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=0, eos_token_id=2) == [[]]
+    empty = torch.zeros((0, 3), dtype=torch.long)
+    assert greedy_rows(model, empty, empty, max_new_tokens=4, eos_token_id=2) == []
+    assert len(greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=3, eos_token_id=None)[0]) == 3
