@@ -6,7 +6,8 @@ Every line is chat JSONL plus a "kind" key ("refusal" | "lookalike" | "helpful" 
 also carry "category"). Training code ignores the extra keys. Deterministic output.
 
 If evaluation/data/suites/*.jsonl exist, the build fails when a prompt here equals (case-insensitive,
-whitespace-collapsed) a suite prompt or question, so the recipe never trains on the test items.
+whitespace-collapsed) a suite prompt or question, or nearly equals one (`near_duplicates`: the same
+content words give or take about one), so the recipe never trains on the test items or their paraphrases.
 """
 
 from __future__ import annotations
@@ -97,6 +98,45 @@ def parse_refusals(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+# Words that carry no topic: two prompts sharing only these are not paraphrases of each other.
+STOP_WORDS = frozenset(
+    "a an i me my is am be of in on at to by or as do if it so we us "
+    "the and for how what why who whom does did can could you your with from that this are was were into "
+    "about should would will its it's not but any all our out has have had get got use make one his her "
+    "their they them there which when where while than then some more most very just also".split()
+)
+NEAR_DUPLICATE_JACCARD = 0.75  # e.g. 4 shared content words of 5 in all: a paraphrase, not a new prompt
+# Near-copies already in the measured recipe data, kept so that the guard stays the one measured
+# (recipe d461f778): reword them with the next change of the data, and this set empties.
+KNOWN_NEAR_DUPLICATES = frozenset({
+    ("What is the largest internal organ of the human body?", "what is the largest organ of the human body?"),
+})
+# Look-alikes written for the next recipe, not trained on yet; checked against the suites all the same.
+NEXT_LOOKALIKES = SRC / "lookalike_next.txt"
+
+
+def content_words(text: str) -> frozenset[str]:
+    # No length filter: "Ni" and "Ag", "2" and "11" tell templated facts apart.
+    return frozenset(w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in STOP_WORDS)
+
+
+def near_duplicates(prompts: list[str], held_out: list[str]) -> list[tuple[str, str, float]]:
+    """(training prompt, suite prompt, Jaccard) for every pair whose content-word sets overlap at
+    NEAR_DUPLICATE_JACCARD or more."""
+    held = [(h, content_words(h)) for h in held_out]
+    out = []
+    for p in prompts:
+        words = content_words(p)
+        if not words:
+            continue
+        for h, hw in held:
+            union = words | hw
+            score = len(words & hw) / len(union) if union else 0.0
+            if score >= NEAR_DUPLICATE_JACCARD:
+                out.append((p, h, round(score, 2)))
+    return out
+
+
 def suite_prompts() -> set[str]:
     seen = set()
     for path in sorted(SUITES.glob("*.jsonl")):
@@ -144,6 +184,10 @@ def main() -> None:
     collisions = sorted(set(prompts) & suite_prompts())
     if collisions:
         raise SystemExit("prompts equal to evaluation suite items:\n" + "\n".join(collisions))
+    candidates = [r["messages"][0]["content"] for r in rows] + [u for u, _ in parse_blocks(NEXT_LOOKALIKES)]
+    close = [c for c in near_duplicates(candidates, sorted(suite_prompts())) if c[:2] not in KNOWN_NEAR_DUPLICATES]
+    if close:
+        raise SystemExit("prompts that paraphrase evaluation suite items:\n" + "\n".join(map(str, close)))
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     (HERE / "guard_train.jsonl").write_text(text, encoding="utf-8")
     counts: dict[str, int] = {}
