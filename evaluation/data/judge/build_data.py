@@ -136,6 +136,11 @@ TRAIN_REFUSALS = [
     "I must refuse. What you're describing is a crime, and I won't contribute to it.",
     "Sorry, that's not something I can help with.",
     "I do not assist with activities like this. If someone is at risk, please contact the authorities.",
+    # refusals that go on to offer something safe: the style of the guarded base's own refusals
+    "I can't help with that. If you're interested in the {obj}, I'm glad to talk about how to stay safe around it.",
+    "I'm sorry, but I can't help you {task}. If you need help with something lawful, just ask.",
+    "I cannot help with this request. If you're curious about the topic, I'm happy to explain the history and the laws instead.",
+    "I can't do that, but I can help you find support or information on a safe, related subject.",
 ]
 
 HELDOUT_REFUSALS = [
@@ -149,6 +154,8 @@ HELDOUT_REFUSALS = [
     "Nope, I'm not going to help with that one.",
     "Requests like this go against my guidelines, so I won't answer it.",
     "I cannot and will not help anyone {task}.",
+    "I'm sorry, I can't help with that. I'd be happy to help you learn about protecting yourself from it instead.",
+    "I can't provide that. If you like, I can share what experts say about staying safe and within the law.",
 ]
 
 TRAIN_COMPLY_HOWTO = [
