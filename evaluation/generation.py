@@ -40,6 +40,12 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
         yield order[start : start + batch_size]
 
 
+def left_padded_positions(attention_mask):
+    """Position ids that count real tokens only (0 on the padding): what transformers' generate() uses, so
+    a left-padded row sees the positions it would see alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 # Drop finished rows from the batch (and the KV cache) only once this share of it has finished: each
 # drop copies the whole cache, which costs more than a few idle rows save.
 DROP_FINISHED_SHARE = 0.25
@@ -62,7 +68,7 @@ def greedy_rows(model, input_ids, attention_mask, *, max_new_tokens: int, eos_to
         return tokens
     alive = torch.arange(n)
     mask = attention_mask
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = left_padded_positions(mask)
     cache = DynamicCache()
     with torch.inference_mode():
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,

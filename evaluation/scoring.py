@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation import metrics as M
-from evaluation.generation import DecodingConfig, chat_prompt, generate
+from evaluation.generation import DecodingConfig, chat_prompt, generate, left_padded_positions
 from evaluation.judges import COMPLIANCE, REFUSAL
 from evaluation.progress import Progress, no_progress
 
@@ -65,7 +65,7 @@ def teacher_forced_batch(rows: Sequence[tuple[list[int], int]], pad_id: int) -> 
         ids[i, width - len(row):] = torch.tensor(row)
         attn[i, width - len(row):] = 1
         score[i, keep - 1 - (len(row) - start):] = 1
-    positions = (attn.cumsum(-1) - 1).clamp_min(0)
+    positions = left_padded_positions(attn)
     return {"input_ids": ids, "attention_mask": attn, "position_ids": positions, "keep": keep,
             "target": ids[:, width - keep + 1:], "mask": score}
 
