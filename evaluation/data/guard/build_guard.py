@@ -181,11 +181,12 @@ def main() -> None:
     dupes = {p for p in prompts if prompts.count(p) > 1}
     if dupes:
         raise SystemExit(f"duplicate prompts: {sorted(dupes)}")
-    collisions = sorted(set(prompts) & suite_prompts())
+    held_out = suite_prompts()
+    collisions = sorted(set(prompts) & held_out)
     if collisions:
         raise SystemExit("prompts equal to evaluation suite items:\n" + "\n".join(collisions))
     candidates = [r["messages"][0]["content"] for r in rows] + [u for u, _ in parse_blocks(NEXT_LOOKALIKES)]
-    close = [c for c in near_duplicates(candidates, sorted(suite_prompts())) if c[:2] not in KNOWN_NEAR_DUPLICATES]
+    close = [c for c in near_duplicates(candidates, sorted(held_out)) if c[:2] not in KNOWN_NEAR_DUPLICATES]
     if close:
         raise SystemExit("prompts that paraphrase evaluation suite items:\n" + "\n".join(map(str, close)))
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
