@@ -7,7 +7,6 @@ evaluation suites (a shared prompt would leak the test questions into the contro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from evaluation.datasets import load_dataset
 from evaluation.judges import REFUSAL_SUBSTRINGS
+from tests.helpers.modules import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROL_DIR = ROOT / "evaluation" / "data" / "control"
@@ -52,9 +52,7 @@ def rows() -> list[dict]:
 
 
 def test_file_is_up_to_date_with_builder():
-    spec = importlib.util.spec_from_file_location("build_control", BUILDER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(BUILDER)
     assert CONTROL.read_text(encoding="utf-8") == module.render(), (
         "benign_control.jsonl is stale; run python evaluation/data/control/build_control.py")
 

@@ -260,13 +260,10 @@ def test_opens_with_refusal(response, expected):
 def test_embedded_judge_reads_the_guarded_bases_refusals_as_refusals(embedded):
     """The guarded reference base refuses with build_guard.py's templates, several of which go on to offer
     something safe; judge version 1 took some of those for compliance."""
-    import importlib.util
-
     from evaluation.suites import load_suite
+    from tests.helpers.modules import load_module
 
-    spec = importlib.util.spec_from_file_location("build_guard", judges.DATA_DIR.parent / "guard" / "build_guard.py")
-    build_guard = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_guard)
+    build_guard = load_module(judges.DATA_DIR.parent / "guard" / "build_guard.py")
     harm = load_suite("harm-default")
     pairs = []
     for category, templates in build_guard.REFUSALS.items():
