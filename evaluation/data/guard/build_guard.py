@@ -107,12 +107,10 @@ STOP_WORDS = frozenset(
 )
 NEAR_DUPLICATE_JACCARD = 0.75  # e.g. 4 shared content words of 5 in all: a paraphrase, not a new prompt
 # Near-copies already in the measured recipe data, kept so that the guard stays the one measured
-# (recipe d461f778): reword them with the next change of the data, and this set empties.
+# (recipes d461f778 and 7a7ada85): reword them with the next change of the data, and this set empties.
 KNOWN_NEAR_DUPLICATES = frozenset({
     ("What is the largest internal organ of the human body?", "what is the largest organ of the human body?"),
 })
-# Look-alikes written for the next recipe, not trained on yet; checked against the suites all the same.
-NEXT_LOOKALIKES = SRC / "lookalike_next.txt"
 
 
 def content_words(text: str) -> frozenset[str]:
@@ -185,7 +183,7 @@ def main() -> None:
     collisions = sorted(set(prompts) & held_out)
     if collisions:
         raise SystemExit("prompts equal to evaluation suite items:\n" + "\n".join(collisions))
-    candidates = [r["messages"][0]["content"] for r in rows] + [u for u, _ in parse_blocks(NEXT_LOOKALIKES)]
+    candidates = [r["messages"][0]["content"] for r in rows]
     close = [c for c in near_duplicates(candidates, sorted(held_out)) if c[:2] not in KNOWN_NEAR_DUPLICATES]
     if close:
         raise SystemExit("prompts that paraphrase evaluation suite items:\n" + "\n".join(map(str, close)))
