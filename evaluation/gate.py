@@ -24,7 +24,7 @@ from evaluation.finetune import (
     training_key,
 )
 from evaluation.generation import DecodingConfig
-from evaluation.progress import Progress, no_progress
+from evaluation.progress import Progress, base_progress, no_progress
 from ftgate.settings import get_settings
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
@@ -108,13 +108,13 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def _base_shape(base_name: str):
+def _base_shape(base_name: str, progress: Progress = no_progress):
     from transformers import AutoConfig
 
     from evaluation.adapters import base_shape_from_config
     from evaluation.bases import materialize
 
-    config = AutoConfig.from_pretrained(materialize(base_name), local_files_only=True)
+    config = AutoConfig.from_pretrained(materialize(base_name, base_progress(progress)), local_files_only=True)
     return base_shape_from_config(config)
 
 
@@ -135,7 +135,7 @@ def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir:
     if kind == "adapter":
         from evaluation.adapters import inspect_adapter
 
-        result = inspect_adapter(path, _base_shape(base_name), workdir=workdir)
+        result = inspect_adapter(path, _base_shape(base_name, progress), workdir=workdir)
         insp = Inspection(
             kind="adapter", artifact_name=path.name, sha256=result.sha256,
             size_bytes=path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
@@ -183,7 +183,7 @@ def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfi
     cfg = training or TrainingConfig()
     _, examples = load_dataset(dataset_path, preference_side=cfg.preference_side,
                                max_examples=get_settings().max_dataset_examples)
-    base = load_base(base_name, progress=lambda m: progress("finetune", 0, cfg.steps, m))
+    base = load_base(base_name, progress=base_progress(progress))
     key = training_key(examples_fingerprint(examples), base.fingerprint, cfg)
     out = get_settings().cache_dir / "finetunes" / key
     if (out / "adapter_model.safetensors").exists():
@@ -264,7 +264,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     decoding = decoding or default_decoding()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = load_base(base_name, progress=lambda m: progress("evaluate", 0, 1, m))
+    base = load_base(base_name, progress=base_progress(progress))
     the_judge = get_judge(judge or settings.default_judge)
     the_suites = _default_suites(suites)
     dtype = compute_dtype()
@@ -352,7 +352,7 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
     cfg = training or TrainingConfig()
     _, pool = load_dataset(CONTROL_DATA)
     size = control_size(n_examples, len(pool))
-    base = load_base(base_name)
+    base = load_base(base_name, progress=base_progress(progress))
     root = get_settings().cache_dir / "controls"
     key = hashlib.sha256(json.dumps({"base": base.fingerprint, "pool": examples_fingerprint(pool), "size": size,
                                      "cfg": cfg.to_dict(), "judge": judge or get_settings().default_judge,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# The stage of once-per-machine work on a base (GGUF conversion, the guarded base's build) and its loading.
+PREPARE_BASE = "prepare base"
+
 
 class Progress(Protocol):
     def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
@@ -12,3 +15,8 @@ class Progress(Protocol):
 
 def no_progress(stage: str, done: int, total: int, message: str = "") -> None:
     """A Progress that reports nothing."""
+
+
+def base_progress(progress: Progress):
+    """The one-argument callback that base loading and building take, reporting as the PREPARE_BASE stage."""
+    return lambda message: progress(PREPARE_BASE, 0, 1, message)

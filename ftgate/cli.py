@@ -14,7 +14,10 @@ import time
 import traceback
 from pathlib import Path
 
+from evaluation.progress import PREPARE_BASE
+
 EXIT = {"approve": 0, "block": 1, "review": 2, "rejected": 3, "error": 4}
+QUIET_PREPARE_INTERVAL = 60.0  # seconds between the lines --quiet still prints while a base is prepared
 
 
 class TerminalProgress:
@@ -25,9 +28,20 @@ class TerminalProgress:
         self.tty = stream.isatty()
         self.last_line = ""
         self.last_time = 0.0
+        self.quiet_since: float | None = None
 
     def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
         if self.quiet:
+            # Quiet still says when a once-per-machine preparation runs long (the guarded base takes ~17 min
+            # to build on a fresh machine): after a minute of it, one line a minute, so a cold first check is
+            # not silent; a warm check's quick "loading base" says nothing.
+            if stage == PREPARE_BASE:
+                now = time.monotonic()
+                if self.quiet_since is None:
+                    self.quiet_since = self.last_time = now
+                elif now - self.last_time >= QUIET_PREPARE_INTERVAL:
+                    print(f"[{stage}] {message}", file=self.stream, flush=True)
+                    self.last_time = now
             return
         if self.tty:
             width = 24

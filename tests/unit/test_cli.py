@@ -122,3 +122,26 @@ def test_policies_lists_the_registered_policies(capsys):
     for p in list_policies():
         assert f"name={p.name}" in out
     assert "name=default" in out and "name=strict" in out
+
+
+def test_quiet_progress_reports_only_a_long_base_preparation(monkeypatch):
+    """--quiet prints nothing for ordinary stages or a quick base load, but a base build that runs on
+    (the guarded base: ~17 min on a fresh machine) gets a line a minute after its first minute."""
+    import io
+
+    import ftgate.cli as cli
+    from evaluation.progress import PREPARE_BASE, base_progress
+
+    clock = [100.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = cli.TerminalProgress(stream=out, quiet=True)
+    progress("finetune", 10, 50, "fine-tuning step 10/50")
+    base_progress(progress)("loading base guarded-smollm2")
+    assert out.getvalue() == ""
+    for seconds, message in ((30, "guard fine-tuning step 10/250"), (61, "guard fine-tuning step 20/250"),
+                             (90, "guard fine-tuning step 30/250"), (125, "guard fine-tuning step 40/250")):
+        clock[0] = 100.0 + seconds
+        progress(PREPARE_BASE, 0, 1, message)
+    assert out.getvalue().splitlines() == ["[prepare base] guard fine-tuning step 20/250",
+                                           "[prepare base] guard fine-tuning step 40/250"]
