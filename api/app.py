@@ -6,7 +6,9 @@ import importlib.util
 import logging
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from api import admin, catalog, health, submissions
@@ -17,6 +19,7 @@ from services.storage import Storage
 
 log = logging.getLogger("ftgate.api")
 API_PREFIX = "/api/v1"
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's own files, served from the fastapi-offline package
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,9 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="A release gate for LoRA adapters and fine-tuning datasets: upload, and get a stored, "
         "explainable verdict (approve, block or review) on safety and knowledge drift against the base model.",
-        docs_url="/docs",
+        # /docs is served below from local files: FastAPI's default page loads Swagger UI from a CDN, which
+        # a provider's air-gapped gate (and this project's CI machine) can't reach, so the page stayed blank.
+        docs_url=None,
+        redoc_url=None,
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
+    _install_docs(app)
     app.state.settings = settings
     app.state.sessionmaker = session_factory(settings.resolved_database_url)
     app.state.storage = Storage(settings.resolved_storage_dir)
@@ -67,3 +74,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return RedirectResponse("/docs")
 
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """The interactive API reference at /docs, with Swagger UI's scripts and styles served by ftgate itself."""
+    from importlib.resources import files
+
+    # Swagger UI 5 (fastapi-offline's copy): version 4 can't render the OpenAPI 3.1 that FastAPI writes.
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def _docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )

@@ -262,6 +262,26 @@ def test_submitter_cannot_reach_reviewer_or_admin_pages(new_page, server, finish
     assert resp.status == 404
 
 
+def test_api_docs_render_with_no_request_leaving_the_machine(new_page, server):
+    """/docs lists the API's operations from ftgate's own copy of Swagger UI: any request to another host
+    is aborted, as it would fail on an air-gapped gate."""
+    page = new_page()
+    outside: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto("/docs")
+    expect(page.get_by_text("Upload an adapter or a dataset")).to_be_visible()
+    shot(page, "17-api-docs")
+    assert outside == [] and page.js_errors == []
+
+
 def test_forms_need_the_csrf_token(server, finished):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         login = c.get("/login")
