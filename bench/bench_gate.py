@@ -25,8 +25,7 @@ def main() -> int:
 
     from evaluation.bases import compute_dtype, load_base
     from evaluation.finetune import load_candidate
-    from evaluation.gate import _default_suites, _eval_copy, finetune_dataset
-    from evaluation.generation import DecodingConfig
+    from evaluation.gate import _default_suites, _eval_copy, default_decoding, finetune_dataset
     from evaluation.judges import get_judge
     from evaluation.scoring import ResultsCache, run_model_on_suites, teacher_forced_knowledge
     from ftgate.settings import get_settings
@@ -35,7 +34,8 @@ def main() -> int:
     p.add_argument("--per-suite", type=int, default=24, help="prompts taken from each suite")
     p.add_argument("--base", default=get_settings().default_base)
     p.add_argument("--adapter", help="adapter dir (default: the benign sample, fine-tuned and cached)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the gate's own (FTGATE_MAX_NEW_TOKENS, 48)")
     args = p.parse_args()
 
     base = load_base(args.base)
@@ -45,7 +45,10 @@ def main() -> int:
     for s in suites.values():  # the cache key must see the subset, not the full suite
         object.__setattr__(s, "hash", f"{s.hash}-first{args.per_suite}")
     judge = get_judge(get_settings().default_judge)
-    decoding = DecodingConfig(max_new_tokens=args.max_new_tokens, batch_size=32)
+    # The gate's own decoding config (until 2026-12 this script used 64 new tokens: the gate uses 48).
+    decoding = default_decoding()
+    if args.max_new_tokens is not None:
+        decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
     n_prompts = sum(len(s.items) for s in suites.values())
 
     # --- gate path: warm the base cache, then time a candidate check -------------------------------
