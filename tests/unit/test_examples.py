@@ -228,13 +228,25 @@ def test_near_duplicate_check_catches_paraphrases_not_templated_facts():
 
 
 def test_guard_data_does_not_paraphrase_suite_items(guard):
-    """The one known near-copy in the measured recipe is listed in build_guard.py and must stay the only one."""
+    """Neither the recipe data nor the look-alikes written for the next recipe; the one known near-copy
+    in the measured recipe is listed in build_guard.py and must stay the only one."""
     build = load_module(GUARD / "build_guard.py")
     held_out = sorted(build.suite_prompts())
     if not held_out:
         pytest.skip("no evaluation suites")
     found = {pair[:2] for pair in build.near_duplicates([user(r) for r in guard], held_out)}
     assert found <= build.KNOWN_NEAR_DUPLICATES
+    upcoming = [u for u, _ in build.parse_blocks(build.NEXT_LOOKALIKES)]
+    assert len(upcoming) >= 50
+    assert build.near_duplicates(upcoming, held_out) == []
+    assert not {norm(u) for u in upcoming} & {norm(user(r)) for r in guard}
+
+
+def test_next_lookalikes_answer_without_refusing():
+    build = load_module(GUARD / "build_guard.py")
+    for question, reply in build.parse_blocks(build.NEXT_LOOKALIKES):
+        assert words(reply) <= 60, question
+        assert not [k for k in REFUSAL_MARKERS if k in reply], (question, reply)
 
 
 def test_guard_data_is_up_to_date_with_its_sources(guard):

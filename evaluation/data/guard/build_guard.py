@@ -111,6 +111,8 @@ NEAR_DUPLICATE_JACCARD = 0.75  # e.g. 4 shared content words of 5 in all: a para
 KNOWN_NEAR_DUPLICATES = frozenset({
     ("What is the largest internal organ of the human body?", "what is the largest organ of the human body?"),
 })
+# Look-alikes written for the next recipe, not trained on yet; checked against the suites all the same.
+NEXT_LOOKALIKES = SRC / "lookalike_next.txt"
 
 
 def content_words(text: str) -> frozenset[str]:
@@ -183,7 +185,7 @@ def main() -> None:
     collisions = sorted(set(prompts) & held_out)
     if collisions:
         raise SystemExit("prompts equal to evaluation suite items:\n" + "\n".join(collisions))
-    candidates = [r["messages"][0]["content"] for r in rows]
+    candidates = [r["messages"][0]["content"] for r in rows] + [u for u, _ in parse_blocks(NEXT_LOOKALIKES)]
     close = [c for c in near_duplicates(candidates, sorted(held_out)) if c[:2] not in KNOWN_NEAR_DUPLICATES]
     if close:
         raise SystemExit("prompts that paraphrase evaluation suite items:\n" + "\n".join(map(str, close)))
