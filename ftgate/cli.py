@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["text", "json"], default="text")
     c.add_argument("--out", help="write the report here")
     c.add_argument("--samples-out", help="write every per-prompt completion here (JSON)")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress output (a base build that runs long still prints a line a minute)")
     c.add_argument("--sweep", action="store_true", help="try several learning rates / step counts, keep the worst")
     c.add_argument("--sweep-lr", default="1e-4,2e-4,5e-4")
     c.add_argument("--sweep-steps", default="50,100")
