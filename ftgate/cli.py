@@ -28,7 +28,7 @@ class TerminalProgress:
         self.tty = stream.isatty()
         self.last_line = ""
         self.last_time = 0.0
-        self.quiet_since: float | None = None
+        self.preparing = False  # quiet mode: a PREPARE_BASE report has started the clock
 
     def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
         if self.quiet:
@@ -37,8 +37,8 @@ class TerminalProgress:
             # not silent; a warm check's quick "loading base" says nothing.
             if stage == PREPARE_BASE:
                 now = time.monotonic()
-                if self.quiet_since is None:
-                    self.quiet_since = self.last_time = now
+                if not self.preparing:
+                    self.preparing, self.last_time = True, now
                 elif now - self.last_time >= QUIET_PREPARE_INTERVAL:
                     print(f"[{stage}] {message}", file=self.stream, flush=True)
                     self.last_time = now
