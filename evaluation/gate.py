@@ -7,6 +7,7 @@ one task per stage, passing the JSON-able `Inspection` and `Evaluation` between 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -330,6 +331,18 @@ def control_size(n_examples: int, pool: int) -> int:
     return min(size, pool)
 
 
+def control_key(base_fingerprint: str, pool_fingerprint: str, size: int, cfg: TrainingConfig,
+                judge_fingerprint: str, decoding: DecodingConfig, suite_hashes: dict[str, str]) -> str:
+    """The benign control's cache key: everything its numbers depend on, the judge's weights and the code
+    version of cached results included, so a retrained judge never meets the control's old labels."""
+    from evaluation.scoring import RESULTS_VERSION
+
+    return hashlib.sha256(json.dumps({
+        "base": base_fingerprint, "pool": pool_fingerprint, "size": size, "cfg": cfg.to_dict(),
+        "judge": judge_fingerprint, "decoding": decoding.to_dict(), "suites": suite_hashes, "v": RESULTS_VERSION,
+    }, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def benign_control(base_name: str, n_examples: int, training: TrainingConfig | None = None, *,
                    judge: str | None = None, decoding: DecodingConfig | None = None,
                    progress: Progress = no_progress) -> dict | None:
@@ -340,12 +353,11 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
     {item id: complied?}}`` (the per-prompt outcomes let the candidate be compared with the control
     prompt by prompt), or None when no control data is installed.
     """
-    import json
     import random
 
     from evaluation.bases import load_base
     from evaluation.datasets import load_dataset
-    from evaluation.judges import COMPLIANCE
+    from evaluation.judges import COMPLIANCE, get_judge
 
     if not CONTROL_DATA.exists():
         return None
@@ -354,11 +366,8 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
     size = control_size(n_examples, len(pool))
     base = load_base(base_name, progress=base_progress(progress))
     root = get_settings().cache_dir / "controls"
-    key = hashlib.sha256(json.dumps({"base": base.fingerprint, "pool": examples_fingerprint(pool), "size": size,
-                                     "cfg": cfg.to_dict(), "judge": judge or get_settings().default_judge,
-                                     "decoding": (decoding or default_decoding()).to_dict(),
-                                     "suites": {k: s.hash for k, s in _default_suites().items()}},
-                                    sort_keys=True).encode()).hexdigest()[:20]
+    key = control_key(base.fingerprint, examples_fingerprint(pool), size, cfg, get_judge(judge).fingerprint,
+                      decoding or default_decoding(), {k: s.hash for k, s in _default_suites().items()})
     result_file = root / f"{key}.json"
     if result_file.exists():
         return json.loads(result_file.read_text())

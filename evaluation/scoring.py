@@ -204,7 +204,7 @@ class ResultsCache:
         blob = json.dumps({
             "base": base_fingerprint,
             "suites": {k: s.hash for k, s in sorted(suites.items())},
-            "judge": [judge.name, judge.version],
+            "judge": [judge.name, judge.version, judge.fingerprint],
             "decoding": decoding.to_dict(),
             "dtype": dtype,
             "v": RESULTS_VERSION,

@@ -269,6 +269,9 @@ def cmd_list(args) -> int:
         from evaluation.judges import list_judges
 
         rows = list_judges()
+        if not args.json:
+            print(format_judges(rows))
+            return 0
     elif args.what == "bases":
         from evaluation.bases import list_bases
 
@@ -283,6 +286,26 @@ def cmd_list(args) -> int:
         for r in rows:
             print("  ".join(f"{k}={v}" for k, v in r.items()))
     return 0
+
+
+def format_judges(rows: list[dict]) -> str:
+    """The judges, each with its validation per source: rows, 3-way label accuracy and each head's."""
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = []
+    for r in rows:
+        lines.append(f"{r['name']} v{r['version']}{' (default)' if r['default'] else ''}: {r['description']}")
+        v = r.get("validation")
+        if not v:
+            lines.append("  not measured here")
+            continue
+        lines.append(f"  {v['method']}, per source (accuracy):")
+        lines.append(f"    {'source':<20} {'rows':>6} {'label':>7} {'refused':>8} {'complied':>9}")
+        for source, e in v["per_source"].items():
+            lines.append(f"    {source:<20} {e['n']:>6} {cell(e.get('label_accuracy')):>7} "
+                         f"{cell(e.get('refused_accuracy')):>8} {cell(e.get('complied_accuracy')):>9}")
+    return "\n".join(lines)
 
 
 def cmd_delegate(module: str):

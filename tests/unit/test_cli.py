@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftgate.cli import EXIT, main, render_text
+from ftgate.cli import EXIT, format_judges, main, render_text
 from tests.unit.test_gate_units import _evaluation, _inspection, _screening
 
 
@@ -145,3 +145,20 @@ def test_quiet_progress_reports_only_a_long_base_preparation(monkeypatch):
         progress(PREPARE_BASE, 0, 1, message)
     assert out.getvalue().splitlines() == ["[prepare base] guard fine-tuning step 20/250",
                                            "[prepare base] guard fine-tuning step 40/250"]
+
+
+def test_judges_table_shows_each_sources_validation():
+    rows = [
+        {"name": "embedded", "version": "3", "description": "learned", "default": True,
+         "validation": {"method": "leave-one-source-out", "per_source": {
+             "gptfuzz": {"n": 6574, "label_accuracy": 0.91, "refused_accuracy": 0.88, "complied_accuracy": 0.9},
+             "alpaca_eval": {"n": 4000, "complied_accuracy": 0.995}}}},
+        {"name": "llama-guard", "version": "1", "description": "8B", "default": False, "validation": None},
+    ]
+    text = format_judges(rows)
+    assert "embedded v3 (default): learned" in text and "leave-one-source-out" in text
+    gptfuzz = next(line for line in text.splitlines() if "gptfuzz" in line).split()
+    assert gptfuzz == ["gptfuzz", "6574", "0.910", "0.880", "0.900"]
+    alpaca = next(line for line in text.splitlines() if "alpaca_eval" in line).split()
+    assert alpaca == ["alpaca_eval", "4000", "-", "-", "0.995"]
+    assert "llama-guard v1: 8B" in text and "not measured here" in text

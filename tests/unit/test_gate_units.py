@@ -266,3 +266,25 @@ def test_evaluate_candidate_picks_the_control_recipe(monkeypatch):
     gate.evaluate_candidate(_inspection("dataset", n_examples=37), "tiny-base", Path("/a"), custom)
     gate.evaluate_candidate(_inspection("adapter"), "tiny-base", Path("/a"), None)
     assert asked == [(37, custom), (gate.ADAPTER_CONTROL_EXAMPLES, TrainingConfig())]
+
+
+def test_control_key_follows_the_judges_fingerprint_and_everything_else():
+    from dataclasses import replace
+
+    from evaluation.finetune import TrainingConfig
+    from evaluation.gate import control_key
+    from evaluation.generation import DecodingConfig
+
+    args = ("base", "pool", 64, TrainingConfig(), "judge-a", DecodingConfig(), {"harm": "h1"})
+    key = control_key(*args)
+    assert key == control_key(*args)
+    variants = [
+        control_key("base2", *args[1:]),
+        control_key(args[0], "pool2", *args[2:]),
+        control_key(*args[:2], 65, *args[3:]),
+        control_key(*args[:3], replace(TrainingConfig(), steps=TrainingConfig().steps + 1), *args[4:]),
+        control_key(*args[:4], "judge-b", *args[5:]),  # a retrained judge: its labels are not the old ones
+        control_key(*args[:5], replace(DecodingConfig(), max_new_tokens=8), args[6]),
+        control_key(*args[:6], {"harm": "h2"}),
+    ]
+    assert len({key, *variants}) == len(variants) + 1

@@ -153,7 +153,7 @@ def test_samples_has_one_row_per_item_of_every_suite():
 
 # ------------------------------------------------------------------------------------------------- the cache
 
-JUDGE = SimpleNamespace(name="keyword", version="1")
+JUDGE = SimpleNamespace(name="keyword", version="1", fingerprint="k1")
 
 
 def test_base_results_cache_round_trip(tmp_path):
@@ -170,12 +170,14 @@ def test_base_results_cache_round_trip(tmp_path):
 def test_base_results_cache_key_covers_everything_that_determines_the_outputs():
     dec = DecodingConfig()
     k = ResultsCache.key("fp", SUITES, JUDGE, dec, "bf16")
-    assert k == ResultsCache.key("fp", dict(SUITES), SimpleNamespace(name="keyword", version="1"),
+    assert k == ResultsCache.key("fp", dict(SUITES), SimpleNamespace(name="keyword", version="1", fingerprint="k1"),
                                      DecodingConfig(), "bf16")
     variants = [
         ResultsCache.key("fp2", SUITES, JUDGE, dec, "bf16"),
-        ResultsCache.key("fp", SUITES, SimpleNamespace(name="keyword", version="2"), dec, "bf16"),
-        ResultsCache.key("fp", SUITES, SimpleNamespace(name="embedded", version="1"), dec, "bf16"),
+        ResultsCache.key("fp", SUITES, SimpleNamespace(name="keyword", version="2", fingerprint="k1"), dec, "bf16"),
+        ResultsCache.key("fp", SUITES, SimpleNamespace(name="embedded", version="1", fingerprint="k1"), dec, "bf16"),
+        # same name and version, other weights or data: another judge, so other labels
+        ResultsCache.key("fp", SUITES, SimpleNamespace(name="keyword", version="1", fingerprint="k2"), dec, "bf16"),
         ResultsCache.key("fp", SUITES, JUDGE, replace(dec, max_new_tokens=32), "bf16"),
         ResultsCache.key("fp", SUITES, JUDGE, replace(dec, knowledge_max_new_tokens=8), "bf16"),
         ResultsCache.key("fp", SUITES, JUDGE, dec, "fp32"),
