@@ -308,7 +308,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     timings["knowledge_drift" if not cached else "evaluate_candidate"] = round(time.perf_counter() - t0, 2)
     return Evaluation(
         base=base_info(base),
-        judge={"name": the_judge.name, "version": the_judge.version},
+        judge={"name": the_judge.name, "version": the_judge.version, "fingerprint": the_judge.fingerprint},
         suites={k: {"name": s.name, "hash": s.hash, "size": len(s.items), "source": s.source} for k, s in the_suites.items()},
         decoding=decoding.to_dict(),
         metrics=paired_metrics(the_suites, base_out, cand_out, drift),
