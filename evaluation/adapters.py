@@ -24,6 +24,7 @@ from typing import Any
 
 from evaluation.archives import archive_kind, unpack_archive_safely
 from evaluation.errors import InputRejected
+from evaluation.jsonlimits import loads_limited
 from evaluation.lora_config import ALL_LINEAR, CheckedLoraConfig, check_lora_config, name_matches
 
 CONFIG_NAME = "adapter_config.json"
@@ -188,7 +189,7 @@ def _load_config(path: Path) -> dict:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise InputRejected(f"{CONFIG_NAME}: larger than {MAX_CONFIG_BYTES} bytes", "bad_config")
     try:
-        cfg = json.loads(path.read_bytes().decode("utf-8"))
+        cfg = loads_limited(path.read_bytes().decode("utf-8"), CONFIG_NAME)
     except UnicodeDecodeError:
         raise InputRejected(f"{CONFIG_NAME}: not valid UTF-8", "bad_json") from None
     except json.JSONDecodeError as exc:

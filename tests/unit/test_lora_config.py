@@ -183,3 +183,12 @@ def test_gate_loads_the_rewritten_config(tmp_path):
     assert loaded["init_lora_weights"] is True and loaded["modules_to_save"] is None and loaded["use_dora"] is False
     assert "unknown_empty" not in loaded and "auto_mapping" not in loaded
     assert any(f["code"] == "ignored_config_fields" for f in res.findings)
+
+
+def test_deeply_nested_config_refused(tmp_path):
+    """100k nested brackets raised RecursionError (*failed*); now an input refusal naming the file."""
+    src = make_adapter(tmp_path / "a")
+    (src / "adapter_config.json").write_text('{"peft_type": "LORA", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(InputRejected) as info:
+        inspect_adapter(src, tiny_base_shape(), workdir=tmp_path / "w")
+    assert info.value.code == "too_deep" and "adapter_config.json" in info.value.reason
