@@ -56,6 +56,32 @@ _UPLOAD_SCHEMA = {
 }
 
 
+TrainingValue = str | int | float | bool | None
+
+
+def parse_training_field(raw: str, kind: str) -> dict[str, TrainingValue]:
+    """The `training` form field: a flat JSON object of fine-tuning overrides (their names and ranges are
+    checked when the stage runs). Values must be scalars: a nested one is refused here, and a nesting too
+    deep for the decoder (100k levels answered 500) is a 422 too."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    try:
+        training = json.loads(raw)
+    except RecursionError:
+        raise invalid("training", "training is nested too deep: it must be a flat JSON object of option: value") from None
+    except json.JSONDecodeError as e:
+        raise invalid("training", f"training is not valid JSON: {e}") from None
+    if not isinstance(training, dict):
+        raise invalid("training", "training must be a JSON object of fine-tuning overrides")
+    nested = next((k for k, v in training.items() if isinstance(v, dict | list)), None)
+    if nested is not None:
+        raise invalid("training", f"training option {nested!r} must be a number, a string or a boolean")
+    if kind == "adapter" and training:
+        raise invalid("training", "training overrides apply to datasets only")
+    return training
+
+
 def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
     status = {"forbidden": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
     field = {"reason_required": "reason", "invalid_decision": "decision"}.get(e.code)
@@ -89,17 +115,7 @@ async def create_submission(request: Request, principal: Principal = Depends(cur
         base = (fields.get("base") or "").strip() or settings.default_base
         policy = (fields.get("policy") or "").strip() or settings.default_policy
         name = (fields.get("name") or "").strip()[:300] or upload.filename
-        training_raw = (fields.get("training") or "").strip()
-        training: dict = {}
-        if training_raw:
-            try:
-                training = json.loads(training_raw)
-            except json.JSONDecodeError as e:
-                raise invalid("training", f"training is not valid JSON: {e}") from None
-            if not isinstance(training, dict):
-                raise invalid("training", "training must be a JSON object of fine-tuning overrides")
-            if kind == "adapter" and training:
-                raise invalid("training", "training overrides apply to datasets only")
+        training = parse_training_field(fields.get("training") or "", kind)
 
         def record() -> tuple[dict, bool]:
             with state.sessionmaker() as db:

@@ -104,6 +104,8 @@ def test_upload_limits_and_types(client, make_user, service_settings):
     assert r.status_code == 422 and r.json()["field"] == "kind"
     r = upload(client, h, adapter_zip(), training="{not json")
     assert r.status_code == 422 and r.json()["field"] == "training"
+    r = upload(client, h, b'{"prompt": "a", "completion": "b"}\n', filename="train.jsonl", training="[" * 60_000)  # was a 500
+    assert r.status_code == 422 and r.json()["field"] == "training"
     r = client.post(f"{API}/submissions", headers=h, data={"kind": "adapter"}, files={"other": ("a", b"x")})
     assert r.status_code == 422 and r.json()["field"] == "file"
     r = upload(client, h, b"", filename="a.jsonl")
