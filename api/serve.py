@@ -87,7 +87,7 @@ def _banner(settings, host: str, port: int, creds: dict | None, worker: bool) ->
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftgate serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default=None, help="default: FTGATE_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: FTGATE_PORT or 8000")
@@ -95,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-worker", action="store_true", help="serve only (workers run elsewhere)")
     p.add_argument("--queues", default="cpu,gpu", help="queues of the embedded worker")
     p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(build_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["FTGATE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     from ftgate.settings import get_settings
