@@ -30,8 +30,10 @@ def _check_csrf(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
         raise forbidden("cross-origin request refused")
+    # A session without a CSRF token proves nothing: refuse it rather than skip the check (it would let any
+    # site that gets the browser to send the cookie change things).
     expected = request.session.get(SESSION_CSRF_KEY)
-    if expected and not hmac.compare_digest(str(expected), request.headers.get("x-csrf-token", "")):
+    if not expected or not hmac.compare_digest(str(expected), request.headers.get("x-csrf-token", "")):
         raise forbidden("missing or wrong X-CSRF-Token header")
 
 

@@ -240,6 +240,32 @@ def test_web_session_cookie_signs_in(app, make_user):
         assert c.post(f"{API}/submissions/x/cancel", headers={"X-CSRF-Token": "tok123"}).status_code == 404
 
 
+def test_cookie_session_without_a_csrf_token_cannot_change_anything(app, make_user):
+    """A session that holds a user but no CSRF token (the check used to be skipped then) is refused for
+    writes: nothing a test sets up in the session stands in for the token."""
+    from fastapi import APIRouter
+    from fastapi.testclient import TestClient
+
+    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY
+
+    uid, _, _ = make_user("submitter")
+    router = APIRouter()
+
+    @router.post("/_test_login_without_csrf")
+    def login(request: Request):
+        request.session[SESSION_USER_KEY] = uid
+        assert SESSION_CSRF_KEY not in request.session
+        return {}
+
+    app.include_router(router)
+    with TestClient(app) as c:
+        assert c.post("/_test_login_without_csrf").status_code == 200
+        assert c.get(f"{API}/submissions").status_code == 200  # reading needs no token
+        for headers in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": "anything"}):
+            r = c.post(f"{API}/submissions/x/cancel", headers=headers)
+            assert r.status_code == 403 and "CSRF" in r.json()["message"], (headers, r.text)
+
+
 def test_password_hashing_and_authentication(db):
     from services.auth import authenticate_password, create_user, hash_password, verify_password
 
