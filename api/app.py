@@ -24,6 +24,7 @@ DOCS_ASSETS = "/docs-assets"  # Swagger UI's own files, served from the fastapi-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.require_secure_secret_key()  # before anything is served: a guessable key signs anyone in
     app = FastAPI(
         title="ftgate",
         version="0.1.0",

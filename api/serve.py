@@ -21,6 +21,7 @@ from pathlib import Path
 log = logging.getLogger("ftgate.serve")
 ADMIN_EMAIL = "admin@localhost"
 CREDENTIALS_FILE = "initial-admin.txt"
+SECRET_KEY_FILE = "secret-key"  # the session key generated on first start when FTGATE_SECRET_KEY is unset
 
 
 def worker_argv(queues: str = "cpu,gpu", name: str | None = None, loglevel: str = "INFO", pool: str = "solo",
@@ -32,6 +33,21 @@ def worker_argv(queues: str = "cpu,gpu", name: str | None = None, loglevel: str 
         "--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel,
         "--without-mingle", "--without-gossip",
     ]
+
+
+def load_or_create_secret_key(data_dir: Path) -> str:
+    """The embedded service's session key: generated on first start, kept in data_dir (mode 600) so
+    sessions survive a restart, and never the same on two installations."""
+    path = data_dir / SECRET_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
 
 
 def bootstrap_admin(settings) -> dict | None:
@@ -105,11 +121,19 @@ def main(argv: list[str] | None = None) -> int:
 def serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["FTGATE_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    from ftgate.settings import get_settings
+    from ftgate.settings import InsecureSecretKey, get_settings
 
     get_settings.cache_clear()
     settings = get_settings()
     os.environ["FTGATE_DATA_DIR"] = str(settings.data_dir.resolve())  # the worker sees the same paths
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.secret_key:
+        settings = settings.model_copy(update={"secret_key": load_or_create_secret_key(settings.data_dir)})
+    try:
+        settings.require_secure_secret_key()
+    except InsecureSecretKey as e:
+        print(f"ftgate serve: refusing to start: {e}", file=sys.stderr)
+        return 2
     host, port = args.host or settings.host, args.port or settings.port
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,7 +142,6 @@ def serve(args: argparse.Namespace) -> int:
 
     from services.db import upgrade
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     creds = bootstrap_admin(settings)
 
