@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from api import account as account_api
 from api import admin as admin_api
 from api import submissions as submissions_api
-from api.deps import SESSION_USER_KEY, get_db, load_submission, visible_submissions
+from api.deps import get_db, load_submission, session_user, start_session, visible_submissions
 from api.errors import ApiError
 from api.views import event_view, submission_detail, submission_summary, token_view, user_view
 from models import (
@@ -241,19 +242,11 @@ def _safe_next(url: str | None) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # who is signed in
 def session_principal(request: Request, db: Session) -> Principal | None:
-    """The signed-in user of the session cookie. Unlike ``api.deps.optional_principal`` this does not ask
-    for the X-CSRF-Token header: HTML forms cannot send it, so every page POST checks the ``csrf`` form
-    field itself (``require_csrf``) before it changes anything."""
-    if "session" not in request.scope:
-        return None
-    user_id = request.session.get(SESSION_USER_KEY)
-    if user_id is None:
-        return None
-    user = db.get(User, int(user_id))
-    if user is None or not user.is_active:
-        request.session.pop(SESSION_USER_KEY, None)
-        return None
-    return principal_of(user)
+    """The signed-in user of the session cookie (``api.deps.session_user``). Unlike
+    ``api.deps.optional_principal`` this does not ask for the X-CSRF-Token header: HTML forms cannot send it,
+    so every page POST checks the ``csrf`` form field itself (``require_csrf``) before it changes anything."""
+    user = session_user(request, db)
+    return principal_of(user) if user is not None else None
 
 
 def page_principal(request: Request, db: Session = Depends(get_db)) -> Principal:
@@ -304,15 +297,19 @@ def login(request: Request, email: str = Form(""), password: str = Form(""), csr
     if user is None:
         return render(request, "login.html", {"next": _safe_next(next), "email": email,
                                               "error": "Wrong email or password."}, status_code=401)
-    request.session.clear()  # a fresh session (and CSRF token) on sign-in: no fixation
-    request.session[SESSION_USER_KEY] = user.id
+    start_session(request, user)
     csrf_token(request)
     return redirect(_safe_next(next))
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: str = Form("")):
+def logout(request: Request, csrf: str = Form(""), db: Session = Depends(get_db)):
+    """Signing out ends every session of the user, not only this browser's: a copied cookie must not
+    outlive the sign-out (the cookie is stateless; only its version ties it to the account)."""
     require_csrf(request, csrf)
+    user = session_user(request, db)
+    if user is not None:
+        account_api.end_my_sessions(principal_of(user), db, why="sign_out")
     request.session.clear()
     flash(request, "You are signed out.")
     return redirect("/login")
@@ -868,6 +865,22 @@ def admin_user_password(request: Request, user_id: int, password: str = Form("")
     try:
         u = admin_api.set_password(user_id, {"password": password}, principal, db)
         flash(request, f"Password of {u['email']} set.", "ok")
+    except ApiError as e:
+        flash(request, e.message, "error")
+    return redirect("/admin/users")
+
+
+@router.post("/admin/users/{user_id}/access")
+def admin_user_access(request: Request, user_id: int, role: str = Form(""), active: str = Form(""),
+                      csrf: str = Form(""), principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    """Role and active flag of one user, from the users page (the same route function as the API's PATCH)."""
+    require_csrf(request, csrf)
+    try:
+        body = admin_api.UserAccessIn(role=role or None, is_active=active == "yes")
+        u = admin_api.change_user_access(user_id, body, principal, db)
+        flash(request, f"{u['email']}: {u['role']}, {'active' if u['is_active'] else 'deactivated'}.", "ok")
+    except ValidationError as e:
+        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
     except ApiError as e:
         flash(request, e.message, "error")
     return redirect("/admin/users")

@@ -105,6 +105,34 @@ def authenticate_password(session: Session, email: str, password: str) -> User |
     return user
 
 
+def end_sessions(session: Session, user: User) -> None:
+    """Every session cookie issued to ``user`` so far stops working: their stored version no longer matches."""
+    session.flush()  # the refresh below must not drop the caller's pending changes
+    session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
+    session.refresh(user)
+
+
+def change_password(session: Session, user: User, password: str) -> None:
+    user.password_hash = hash_password(password)
+    end_sessions(session, user)
+
+
+def change_access(session: Session, user: User, *, role: Role | None = None, is_active: bool | None = None) -> dict:
+    """Set the role and/or the active flag; ends the user's sessions when either changes. Returns what changed
+    as {field: [old, new]}."""
+    changed = {}
+    if role is not None and Role(role).value != user.role:
+        changed["role"] = [user.role, Role(role).value]
+        user.role = Role(role).value
+    if is_active is not None and is_active != user.is_active:
+        changed["is_active"] = [user.is_active, is_active]
+        user.is_active = is_active
+    if changed:
+        session.flush()
+        end_sessions(session, user)
+    return changed
+
+
 def get_or_create_org(session: Session, name: str) -> Organisation:
     org = session.scalar(select(Organisation).where(Organisation.name == name))
     if org is None:

@@ -32,14 +32,14 @@ def test_the_service_refuses_to_start_with_the_published_or_a_short_key(service_
 
 def test_a_cookie_forged_with_the_published_key_opens_nothing(app, client, make_user):
     admin_id, _, _ = make_user("admin", org="provider")
-    client.cookies.set("ftgate_session", session_cookie(PUBLISHED_KEY, {"user_id": admin_id, "csrf": "t"}))
+    client.cookies.set("ftgate_session", session_cookie(PUBLISHED_KEY, {"user_id": admin_id, "session_version": 1, "csrf": "t"}))
     r = client.get("/admin/users", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert client.get(f"{API}/admin/users").status_code == 401
     r = client.post(f"{API}/admin/tokens", json={"name": "mine"}, headers={"X-CSRF-Token": "t"})
     assert r.status_code == 401
     # the same cookie signed with the service's own key is a session (so the forgery failed on the key alone)
-    client.cookies.set("ftgate_session", session_cookie(app.state.settings.secret_key, {"user_id": admin_id}))
+    client.cookies.set("ftgate_session", session_cookie(app.state.settings.secret_key, {"user_id": admin_id, "session_version": 1}))
     assert client.get(f"{API}/admin/users").status_code == 200
 
 
@@ -68,3 +68,104 @@ def test_serve_refuses_a_published_or_short_key_with_a_clear_message(key, tmp_pa
     assert "refusing to start" in err and "FTGATE_SECRET_KEY" in err and "openssl rand" in err
     assert not (tmp_path / "ftgate.db").exists()  # nothing started
     get_settings.cache_clear()  # serve cached the settings of this test's environment
+
+
+# --------------------------------------------------------------------------------------------------------
+# sessions: one version per user, bumped by sign-out, password change, deactivation and role change
+def csrf_of(html: str) -> str:
+    import re
+
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def sign_in(app, email: str, password: str):
+    """A browser (TestClient) signed in through the sign-in page; returns it and its session cookie."""
+    from fastapi.testclient import TestClient
+
+    browser = TestClient(app)
+    r = browser.post("/login", data={"email": email, "password": password, "csrf": csrf_of(browser.get("/login").text),
+                                     "next": "/submissions"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return browser, browser.cookies.get("ftgate_session")
+
+
+def replay(app, cookie: str) -> int:
+    """What a copy of ``cookie`` gets from the API now (200: a session, 401: none)."""
+    from fastapi.testclient import TestClient
+
+    other = TestClient(app)
+    other.cookies.set("ftgate_session", cookie)
+    return other.get(f"{API}/submissions").status_code
+
+
+def test_signing_out_ends_every_session_of_the_user(app, make_user):
+    make_user("submitter", email="sam@acme.test", password="sam-password-1")
+    laptop, laptop_cookie = sign_in(app, "sam@acme.test", "sam-password-1")
+    _, phone_cookie = sign_in(app, "sam@acme.test", "sam-password-1")
+    assert replay(app, laptop_cookie) == 200 and replay(app, phone_cookie) == 200
+    r = laptop.post("/logout", data={"csrf": csrf_of(laptop.get("/submissions").text)}, follow_redirects=False)
+    assert r.status_code == 303
+    assert replay(app, laptop_cookie) == 401 and replay(app, phone_cookie) == 401
+
+
+def test_sign_out_everywhere_by_api_token(app, client, make_user):
+    _, _, h = make_user("submitter", email="tok@acme.test", password="tok-password-1")
+    _, cookie = sign_in(app, "tok@acme.test", "tok-password-1")
+    assert client.post(f"{API}/account/sessions/revoke", headers=h).status_code == 204
+    assert replay(app, cookie) == 401
+    assert client.get(f"{API}/submissions", headers=h).status_code == 200  # tokens are not sessions
+
+
+def test_admin_password_change_deactivation_and_role_change_end_sessions(app, client, make_user):
+    _, _, admin_h = make_user("admin", org="provider")
+    uid, token, user_h = make_user("reviewer", org="provider", email="rita@provider.test", password="rita-password-1")
+
+    _, cookie = sign_in(app, "rita@provider.test", "rita-password-1")
+    r = client.post(f"{API}/admin/users/{uid}/password", headers=admin_h, json={"password": "rita-password-2"})
+    assert r.status_code == 200 and replay(app, cookie) == 401
+
+    _, cookie = sign_in(app, "rita@provider.test", "rita-password-2")
+    r = client.patch(f"{API}/admin/users/{uid}", headers=admin_h, json={"role": "submitter"})
+    assert r.status_code == 200 and r.json()["role"] == "submitter" and replay(app, cookie) == 401
+    assert client.get(f"{API}/submissions/x/samples", headers=user_h).status_code == 403  # the token has the new role
+
+    _, cookie = sign_in(app, "rita@provider.test", "rita-password-2")
+    r = client.patch(f"{API}/admin/users/{uid}", headers=admin_h, json={"is_active": False})
+    assert r.status_code == 200 and r.json()["is_active"] is False and replay(app, cookie) == 401
+    assert client.get(f"{API}/submissions", headers=user_h).status_code == 401
+    # reactivated: the old cookie stays dead; a new sign-in works
+    assert client.patch(f"{API}/admin/users/{uid}", headers=admin_h, json={"is_active": True}).status_code == 200
+    assert replay(app, cookie) == 401
+    sign_in(app, "rita@provider.test", "rita-password-2")
+
+    _, cookie = sign_in(app, "rita@provider.test", "rita-password-2")
+    assert client.post(f"{API}/admin/users/{uid}/sessions/revoke", headers=admin_h).status_code == 204
+    assert replay(app, cookie) == 401
+
+    actions = [e["action"] for e in client.get(f"{API}/admin/audit", headers=admin_h).json()["items"]]
+    assert {"password_set", "user_role_changed", "user_deactivated", "user_activated", "sessions_ended"} <= set(actions)
+
+
+def test_admins_cannot_demote_or_deactivate_themselves_and_others_cannot_at_all(client, make_user):
+    admin_id, _, admin_h = make_user("admin", org="provider")
+    uid, _, user_h = make_user("reviewer", org="provider")
+    r = client.patch(f"{API}/admin/users/{admin_id}", headers=admin_h, json={"is_active": False})
+    assert r.status_code == 409 and r.json()["code"] == "own_account"
+    assert client.patch(f"{API}/admin/users/{uid}", headers=user_h, json={"role": "admin"}).status_code == 403
+    assert client.patch(f"{API}/admin/users/999999", headers=admin_h, json={"role": "admin"}).status_code == 404
+
+
+def test_admin_users_page_changes_role_and_access(app, make_user, db):
+    make_user("admin", org="provider", email="ada@provider.test", password="ada-password-1")
+    uid, _, _ = make_user("submitter", email="sub@acme.test", password="sub-password-1")
+    admin, _ = sign_in(app, "ada@provider.test", "ada-password-1")
+    page = admin.get("/admin/users")
+    assert f'action="/admin/users/{uid}/access"' in page.text
+    r = admin.post(f"/admin/users/{uid}/access", data={"role": "reviewer", "active": "no", "csrf": csrf_of(page.text)},
+                   follow_redirects=False)
+    assert r.status_code == 303
+    from models import User
+
+    user = db.get(User, uid)
+    db.refresh(user)
+    assert user.role == "reviewer" and user.is_active is False and user.session_version == 2

@@ -216,7 +216,7 @@ def test_web_session_cookie_signs_in(app, make_user):
     from fastapi import APIRouter
     from fastapi.testclient import TestClient
 
-    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY
+    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY, SESSION_VERSION_KEY
 
     uid, _, _ = make_user("reviewer", org="provider")
     router = APIRouter()
@@ -224,6 +224,7 @@ def test_web_session_cookie_signs_in(app, make_user):
     @router.post("/_test_login")
     def login(request: Request):
         request.session[SESSION_USER_KEY] = uid
+        request.session[SESSION_VERSION_KEY] = 1
         request.session[SESSION_CSRF_KEY] = "tok123"
         return {}
 
@@ -246,7 +247,7 @@ def test_cookie_session_without_a_csrf_token_cannot_change_anything(app, make_us
     from fastapi import APIRouter
     from fastapi.testclient import TestClient
 
-    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY
+    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY, SESSION_VERSION_KEY
 
     uid, _, _ = make_user("submitter")
     router = APIRouter()
@@ -254,6 +255,7 @@ def test_cookie_session_without_a_csrf_token_cannot_change_anything(app, make_us
     @router.post("/_test_login_without_csrf")
     def login(request: Request):
         request.session[SESSION_USER_KEY] = uid
+        request.session[SESSION_VERSION_KEY] = 1
         assert SESSION_CSRF_KEY not in request.session
         return {}
 
