@@ -47,7 +47,8 @@ from models import (
     utcnow,
 )
 from services import catalog
-from services.auth import Principal, authenticate_password, principal_of
+from services.auth import Principal, principal_of
+from services.login import ThrottlePolicy, sign_in
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 TEMPLATES = FRONTEND / "templates"
@@ -293,10 +294,20 @@ def login(request: Request, email: str = Form(""), password: str = Form(""), csr
     if not csrf_ok(request, csrf):
         return render(request, "login.html", {"next": _safe_next(next), "email": email,
                                               "error": "The sign-in form expired; please try again."}, status_code=403)
-    user = authenticate_password(db, email, password) if email and password else None
-    if user is None:
+    if not email or not password:
         return render(request, "login.html", {"next": _safe_next(next), "email": email,
                                               "error": "Wrong email or password."}, status_code=401)
+    address = request.client.host if request.client else "unknown"
+    result = sign_in(db, email, password, address, ThrottlePolicy.from_settings(request.app.state.settings))
+    if result.retry_after:
+        return render(request, "login.html", {
+            "next": _safe_next(next), "email": email,
+            "error": f"Too many failed sign-ins. Try again in {result.retry_after} seconds."},
+            status_code=429, headers={"Retry-After": str(result.retry_after)})
+    if result.user is None:
+        return render(request, "login.html", {"next": _safe_next(next), "email": email,
+                                              "error": "Wrong email or password."}, status_code=401)
+    user = result.user
     start_session(request, user)
     csrf_token(request)
     return redirect(_safe_next(next))

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     )
     progress_interval_seconds: float = Field(default=2.0, description="Progress is written at most this often.")
     session_cookie_secure: bool = False
+    login_free_failures_per_account: int = Field(
+        default=5, description="Failed sign-ins to one account before each further one makes it wait (backoff).")
+    login_free_failures_per_address: int = Field(
+        default=20, description="Failed sign-ins from one client address, any accounts, before the backoff.")
+    login_first_backoff_seconds: float = Field(default=1.0, description="The first wait; it doubles per failure.")
+    login_max_backoff_seconds: float = Field(default=900.0, description="The longest wait between sign-in attempts.")
 
     @field_validator("dtype")
     @classmethod

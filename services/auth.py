@@ -95,10 +95,22 @@ def authenticate_token(session: Session, token: str) -> Principal | None:
     return principal_of(user, tok.id)
 
 
+_DUMMY_PASSWORD_HASH: list[str] = []  # computed once, on the first sign-in attempt
+
+
+def _dummy_password_hash() -> str:
+    if not _DUMMY_PASSWORD_HASH:
+        _DUMMY_PASSWORD_HASH.append(hash_password(secrets.token_urlsafe(16)))
+    return _DUMMY_PASSWORD_HASH[0]
+
+
 def authenticate_password(session: Session, email: str, password: str) -> User | None:
-    """For the web sign-in: the active user with this email and password, else None."""
+    """For the web sign-in: the active user with this email and password, else None. Always runs one scrypt,
+    also for an unknown email, a deactivated or a token-only user, so the answer's time tells nothing."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not user.is_active or not verify_password(password, user.password_hash):
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_password_hash()
+    password_ok = verify_password(password, stored)
+    if user is None or not user.is_active or not user.password_hash or not password_ok:
         return None
     user.last_login_at = utcnow()
     session.commit()

@@ -169,3 +169,89 @@ def test_admin_users_page_changes_role_and_access(app, make_user, db):
     user = db.get(User, uid)
     db.refresh(user)
     assert user.role == "reviewer" and user.is_active is False and user.session_version == 2
+
+
+# --------------------------------------------------------------------------------------------------------
+# sign-in throttling, audit, constant time
+def throttled_app(service_settings, **limits):
+    from api.app import create_app
+
+    return create_app(service_settings.model_copy(update={"login_first_backoff_seconds": 60, **limits}))
+
+
+def attempt(browser, email: str, password: str):
+    return browser.post("/login", data={"email": email, "password": password, "next": "/",
+                                        "csrf": csrf_of(browser.get("/login").text)}, follow_redirects=False)
+
+
+def test_wrong_passwords_make_the_account_wait_even_for_the_right_one(service_settings, make_user, db):
+    from fastapi.testclient import TestClient
+
+    make_user("submitter", email="vic@acme.test", password="vic-password-1")
+    app = throttled_app(service_settings, login_free_failures_per_account=3)
+    with TestClient(app) as browser:
+        for _ in range(3):
+            assert attempt(browser, "vic@acme.test", "guess").status_code == 401
+        r = attempt(browser, "vic@acme.test", "vic-password-1")
+        assert r.status_code == 429 and 55 <= int(r.headers["retry-after"]) <= 60
+        assert "Too many failed sign-ins" in r.text
+    # another address is held back too: the account's counter is the account's
+    with TestClient(app, client=("10.0.0.9", 50000)) as elsewhere:
+        assert attempt(elsewhere, "vic@acme.test", "vic-password-1").status_code == 429
+    from models import AuditEvent
+
+    failed = db.query(AuditEvent).filter(AuditEvent.action == "login_failed").all()
+    assert len(failed) == 3 and failed[0].details["email"] == "vic@acme.test"
+    assert failed[0].details["known_account"] is True and failed[0].actor == "address:testclient"
+
+
+def test_one_address_guessing_many_accounts_is_held_back(service_settings, make_user):
+    from fastapi.testclient import TestClient
+
+    make_user("submitter", email="wes@acme.test", password="wes-password-1")
+    app = throttled_app(service_settings, login_free_failures_per_address=4)
+    with TestClient(app, client=("10.0.0.1", 40000)) as sprayer:
+        for n in range(4):
+            assert attempt(sprayer, f"nobody{n}@acme.test", "guess").status_code == 401
+        assert attempt(sprayer, "wes@acme.test", "wes-password-1").status_code == 429
+    with TestClient(app, client=("10.0.0.2", 40000)) as other:
+        assert attempt(other, "wes@acme.test", "wes-password-1").status_code == 303
+
+
+def test_a_successful_sign_in_forgets_the_accounts_failures(service_settings, make_user):
+    from fastapi.testclient import TestClient
+
+    make_user("submitter", email="xia@acme.test", password="xia-password-1")
+    app = throttled_app(service_settings, login_free_failures_per_account=3)
+    with TestClient(app) as browser:
+        for _ in range(2):
+            assert attempt(browser, "xia@acme.test", "typo").status_code == 401
+        assert attempt(browser, "xia@acme.test", "xia-password-1").status_code == 303
+        browser.cookies.clear()
+        for _ in range(2):
+            assert attempt(browser, "xia@acme.test", "typo").status_code == 401
+        assert attempt(browser, "xia@acme.test", "xia-password-1").status_code == 303
+
+
+def test_backoff_doubles_and_is_capped():
+    from services.login import ThrottlePolicy
+
+    p = ThrottlePolicy(free_failures_per_account=5, first_backoff_seconds=1, max_backoff_seconds=900)
+    waits = [p.wait_after(n, 5) for n in range(1, 20)]
+    assert waits[:4] == [None] * 4
+    assert [w.total_seconds() for w in waits[4:9]] == [1, 2, 4, 8, 16] and waits[-1].total_seconds() == 900
+
+
+def test_an_unknown_email_costs_the_same_password_check_as_a_known_one(db, monkeypatch):
+    """The answer's time told whether an email exists (92 ms vs 7 ms): now every attempt runs one scrypt."""
+    from services import auth
+
+    auth.create_user(db, "known@acme.test", password="known-password-1")
+    auth.create_user(db, "tokenonly@acme.test")
+    db.commit()
+    checks = []
+    real = auth.verify_password
+    monkeypatch.setattr(auth, "verify_password", lambda pw, stored: checks.append(stored) or real(pw, stored))
+    for email in ("known@acme.test", "unknown@acme.test", "tokenonly@acme.test"):
+        assert auth.authenticate_password(db, email, "wrong") is None
+    assert len(checks) == 3 and all(c and c.startswith("scrypt$") for c in checks)
