@@ -752,13 +752,14 @@ def review_page(request: Request, submission_id: str, principal: Principal = Dep
     events = [event_view(e) for e in db.scalars(
         select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id))]
     ctx.update(review_mode=True, flips=flips, n_flips=n_flips, events=events, actors=_actor_names(db, events),
-               can_decide=sub.status == "done", reason="")
+               can_decide=sub.status == "done", reason="", own_submission=sub.user_id == principal.user_id)
     return render(request, "review.html", ctx)
 
 
 @router.post("/review/{submission_id}")
 def review_submit(request: Request, submission_id: str, decision: str = Form(""), reason: str = Form(""),
-                  csrf: str = Form(""), principal: Principal = Depends(page_reviewer), db: Session = Depends(get_db)):
+                  override_reason: str = Form(""), csrf: str = Form(""), principal: Principal = Depends(page_reviewer),
+                  db: Session = Depends(get_db)):
     require_csrf(request, csrf)
     target = f"/review/{quote(submission_id)}"
     if decision not in ("approve", "block"):
@@ -768,7 +769,7 @@ def review_submit(request: Request, submission_id: str, decision: str = Form("")
         flash(request, "A review needs a reason: say why you approve or block it.", "error")
         return redirect(target)
     try:
-        body = submissions_api.ReviewIn(decision=decision, reason=reason)
+        body = submissions_api.ReviewIn(decision=decision, reason=reason, override_reason=override_reason or None)
         submissions_api.review_submission(submission_id, body, principal, db)
     except ValidationError as e:
         flash(request, f"Not recorded: {e.errors()[0].get('msg')}", "error")

@@ -255,3 +255,69 @@ def test_an_unknown_email_costs_the_same_password_check_as_a_known_one(db, monke
     for email in ("known@acme.test", "unknown@acme.test", "tokenonly@acme.test"):
         assert auth.authenticate_password(db, email, "wrong") is None
     assert len(checks) == 3 and all(c and c.startswith("scrypt$") for c in checks)
+
+
+# --------------------------------------------------------------------------------------------------------
+# four eyes
+def finished_submission(client, headers, db, seed: str) -> str:
+    """An uploaded submission the test marks finished with an automatic "review" verdict."""
+    import io
+    import zipfile
+
+    from models import Submission, Verdict
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("adapter_config.json", json.dumps({"peft_type": "LORA", "r": 8, "seed": seed}))
+        zf.writestr("adapter_model.safetensors", b"\x00" * 64)
+    r = client.post(f"{API}/submissions", headers=headers, files={"file": ("a.zip", buf.getvalue())})
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    row = db.get(Submission, sid)
+    row.status, row.decision, row.review_state = "done", "review", "pending"
+    db.add(Verdict(submission_id=sid, decision="review", reasons=["close"], policy_name="default", report={}))
+    db.commit()
+    return sid
+
+
+def test_nobody_reviews_their_own_submission(client, make_user, db):
+    _, _, rex_h = make_user("reviewer", org="provider")
+    _, _, other_h = make_user("reviewer", org="provider")
+    sid = finished_submission(client, rex_h, db, "own")
+    r = client.post(f"{API}/submissions/{sid}/review", headers=rex_h, json={"decision": "approve", "reason": "mine, fine"})
+    assert r.status_code == 403 and r.json()["code"] == "own_submission"
+    # not even with an override: that is for admins
+    r = client.post(f"{API}/submissions/{sid}/review", headers=rex_h,
+                    json={"decision": "approve", "reason": "fine", "override_reason": "nobody else"})
+    assert r.status_code == 403
+    r = client.post(f"{API}/submissions/{sid}/review", headers=other_h, json={"decision": "approve", "reason": "looked"})
+    assert r.status_code == 200 and r.json()["review_state"] == "approved"
+
+
+def test_an_admin_overrides_four_eyes_only_with_an_audited_reason(client, make_user, db):
+    _, _, admin_h = make_user("admin", org="provider")
+    sid = finished_submission(client, admin_h, db, "admin-own")
+    r = client.post(f"{API}/submissions/{sid}/review", headers=admin_h, json={"decision": "block", "reason": "bad"})
+    assert r.status_code == 403 and r.json()["field"] == "override_reason"
+    r = client.post(f"{API}/submissions/{sid}/review", headers=admin_h,
+                    json={"decision": "block", "reason": "bad", "override_reason": "the only reviewer is on leave"})
+    assert r.status_code == 200 and r.json()["review_state"] == "blocked"
+    events = client.get(f"{API}/submissions/{sid}/events", headers=admin_h).json()["items"]
+    override = [e for e in events if e["action"] == "four_eyes_override"]
+    assert len(override) == 1 and override[0]["details"]["override_reason"] == "the only reviewer is on leave"
+
+
+def test_the_review_page_does_not_offer_a_reviewer_their_own_submission(app, client, make_user, db):
+    _, _, h = make_user("reviewer", org="provider", email="ron@provider.test", password="ron-password-1")
+    sid = finished_submission(client, h, db, "page")
+    browser, _ = sign_in(app, "ron@provider.test", "ron-password-1")
+    page = browser.get(f"/review/{sid}")
+    assert 'id="own-submission"' in page.text and 'id="review-form"' not in page.text
+    r = browser.post(f"/review/{sid}", data={"decision": "approve", "reason": "x", "csrf": csrf_of(page.text)},
+                     follow_redirects=False)
+    assert r.status_code == 303
+    from models import Submission
+
+    row = db.get(Submission, sid)
+    db.refresh(row)
+    assert row.review_state == "pending"
