@@ -15,12 +15,12 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 log = logging.getLogger("ftgate.serve")
 ADMIN_EMAIL = "admin@localhost"
 CREDENTIALS_FILE = "initial-admin.txt"
+WORKER_STOP_GRACE_SECONDS = 15.0  # warm shutdown of the embedded worker before it is killed
 SECRET_KEY_FILE = "secret-key"  # the session key generated on first start when FTGATE_SECRET_KEY is unset
 
 
@@ -145,11 +145,19 @@ def serve(args: argparse.Namespace) -> int:
     upgrade(settings.resolved_database_url)
     creds = bootstrap_admin(settings)
 
+    # uvicorn handles SIGTERM/SIGINT while it serves, then restores the handlers it found and raises the
+    # signal again: with Python's default SIGTERM handler that killed this process on the spot, before the
+    # `finally` below could stop the worker, which was left running orphaned. Ours turns both into an
+    # exception, so the worker is always stopped.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_stop)
     worker: subprocess.Popen | None = None
-    if not args.no_worker:
-        worker = subprocess.Popen(worker_argv(args.queues, name=f"embedded-{os.getpid()}@%h"),
-                                  cwd=Path(__file__).resolve().parent.parent)
     try:
+        if not args.no_worker:
+            # Its own session: a Ctrl-C on the terminal reaches only this process, which then stops the worker
+            # once (a second SIGINT straight to Celery would turn its warm shutdown into a cold one).
+            worker = subprocess.Popen(worker_argv(args.queues, name=f"embedded-{os.getpid()}@%h"),
+                                      cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
         import uvicorn
 
         from api.app import create_app
@@ -161,14 +169,36 @@ def serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         server.run()
         return 0 if server.started else 4
+    except StopRequested as stop:
+        log.info("%s: stopping", stop)
+        return 0
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # warm shutdown: the running stage finishes or is re-run later
-            deadline = time.monotonic() + 15
-            while worker.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if worker.poll() is None:
-                worker.kill()
+        if worker is not None:
+            stop_worker(worker, WORKER_STOP_GRACE_SECONDS)
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGINT reached `ftgate serve`."""
+
+
+def _raise_stop(signum: int, frame) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def stop_worker(worker: subprocess.Popen, grace_seconds: float) -> None:
+    """Warm shutdown (SIGTERM: the worker finishes its running stage, or it is re-run later), then SIGKILL to
+    the worker's whole process group after ``grace_seconds``, or at once on another stop signal."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=grace_seconds)
+        except (subprocess.TimeoutExpired, StopRequested):
+            log.warning("the worker did not stop within %.0f s: killing it", grace_seconds)
+    try:
+        os.killpg(worker.pid, signal.SIGKILL)  # also any pool children it left
+    except (ProcessLookupError, PermissionError):
+        pass
+    worker.wait()
 
 
 if __name__ == "__main__":
