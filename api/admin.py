@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -10,9 +10,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import get_db, require_admin
+from api.deps import get_db, get_settings_dep, require_admin
 from api.errors import ApiError, invalid, not_found
+from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
+from ftgate.settings import Settings
 from models import ApiToken, AuditEvent, Role, User, utcnow
 from models import BaseModel as BaseModelRow
 from services import catalog
@@ -39,7 +41,7 @@ class TokenIn(BaseModel):
     email: str | None = Field(None, description="owner; created (with role and organisation) if new; default: you")
     role: Role = Role.SUBMITTER
     organisation: str = Field("default", min_length=1, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="when it stops working; default: 90 days from now")
 
 
 class BaseIn(BaseModel):
@@ -73,7 +75,8 @@ def _user(db: Session, user_id: int) -> User:
 
 
 @router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)")
-def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
+                 settings: Settings = Depends(get_settings_dep)):
     user = _user(db, user_id)
     pw = body.get("password") if isinstance(body, dict) else None
     if not isinstance(pw, str) or len(pw) < 8:
@@ -81,6 +84,7 @@ def set_password(user_id: int, body: dict, principal: Principal = Depends(requir
     change_password(db, user, pw)
     audit(db, "password_set", actor=principal.actor, actor_user_id=principal.user_id, details={"user": user.email})
     db.commit()
+    discard_initial_credentials(settings.data_dir, user.email)  # its password is rotated: the file is stale
     return user_view(user)
 
 
@@ -121,6 +125,8 @@ def list_tokens(principal: Principal = Depends(require_admin), db: Session = Dep
 
 @router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)")
 def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    if body.expires_at is not None and body.expires_at.replace(tzinfo=body.expires_at.tzinfo or UTC) <= utcnow():
+        raise invalid("expires_at", "expires_at must be in the future")
     email = (body.email or principal.email).strip().lower()
     user = db.scalar(select(User).where(User.email == email))
     if user is None:

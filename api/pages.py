@@ -32,6 +32,7 @@ from api import admin as admin_api
 from api import submissions as submissions_api
 from api.deps import get_db, load_submission, session_user, start_session, visible_submissions
 from api.errors import ApiError
+from api.serve import discard_initial_credentials
 from api.views import event_view, submission_detail, submission_summary, token_view, user_view
 from models import (
     TERMINAL,
@@ -308,6 +309,7 @@ def login(request: Request, email: str = Form(""), password: str = Form(""), csr
         return render(request, "login.html", {"next": _safe_next(next), "email": email,
                                               "error": "Wrong email or password."}, status_code=401)
     user = result.user
+    discard_initial_credentials(request.app.state.settings.data_dir, user.email)
     start_session(request, user)
     csrf_token(request)
     return redirect(_safe_next(next))
@@ -875,7 +877,7 @@ def admin_user_password(request: Request, user_id: int, password: str = Form("")
                         principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
     require_csrf(request, csrf)
     try:
-        u = admin_api.set_password(user_id, {"password": password}, principal, db)
+        u = admin_api.set_password(user_id, {"password": password}, principal, db, request.app.state.settings)
         flash(request, f"Password of {u['email']} set.", "ok")
     except ApiError as e:
         flash(request, e.message, "error")

@@ -65,15 +65,32 @@ def bootstrap_admin(settings) -> dict | None:
             return None
         password = secrets.token_urlsafe(12)
         user = create_user(s, ADMIN_EMAIL, role=Role.ADMIN, organisation="default", password=password)
-        _, token = create_token(s, user, "created at first start")
+        row, token = create_token(s, user, "created at first start")
+        expires = row.expires_at.date().isoformat()
         audit(s, "bootstrap_admin", actor="system", details={"user": ADMIN_EMAIL})
-    creds = {"email": ADMIN_EMAIL, "password": password, "token": token}
+    creds = {"email": ADMIN_EMAIL, "password": password, "token": token, "token_expires": expires}
     path = settings.data_dir / CREDENTIALS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"email: {ADMIN_EMAIL}\npassword: {password}\ntoken: {token}\n")
+        f.write(f"email: {ADMIN_EMAIL}\npassword: {password}\ntoken: {token}\ntoken expires: {expires}\n"
+                "(this file is removed when this account first signs in or gets a new password)\n")
     return creds
+
+
+def discard_initial_credentials(data_dir: Path, email: str) -> bool:
+    """Remove initial-admin.txt once the account it names has signed in or had its password set: the
+    password in it is then either known or dead, and must not lie around. True if it was removed."""
+    path = data_dir / CREDENTIALS_FILE
+    try:
+        named = path.read_text().splitlines()[0].removeprefix("email:").strip()
+    except (FileNotFoundError, IndexError):
+        return False
+    if named != email:
+        return False
+    path.unlink(missing_ok=True)
+    log.info("removed %s: %s has signed in or has a new password", path, email)
+    return True
 
 
 def _banner(settings, host: str, port: int, creds: dict | None, worker: bool) -> str:
@@ -89,17 +106,19 @@ def _banner(settings, host: str, port: int, creds: dict | None, worker: bool) ->
         lines += [
             "",
             "First start: created the admin account (shown once; also in "
-            f"{(settings.data_dir / CREDENTIALS_FILE).resolve()}, readable only by you):",
+            f"{(settings.data_dir / CREDENTIALS_FILE).resolve()}, readable only by you and removed at its first sign-in):",
             f"  email:     {creds['email']}",
             f"  password:  {creds['password']}",
-            f"  API token: {creds['token']}",
+            f"  API token: {creds['token']}   (expires {creds['token_expires']})",
             "",
             "Try:",
             f"  curl -H 'Authorization: Bearer {creds['token']}' -F file=@examples/harmful.jsonl {url}/api/v1/submissions",
             f"  ftgate submit examples/benign.jsonl --server {url} --token {creds['token']} --wait",
         ]
     else:
-        lines += ["", f"Sign in with your account (the first admin's is in {settings.data_dir / CREDENTIALS_FILE})."]
+        kept = settings.data_dir / CREDENTIALS_FILE
+        lines += ["", f"Sign in with your account (the first admin's password is in {kept} until its first sign-in)."
+                  if kept.exists() else "Sign in with your account."]
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +145,13 @@ def serve(args: argparse.Namespace) -> int:
     get_settings.cache_clear()
     settings = get_settings()
     os.environ["FTGATE_DATA_DIR"] = str(settings.data_dir.resolve())  # the worker sees the same paths
+    # Everything serve and its worker write (SQLite file, uploads, broker messages, keys) is for this user
+    # only: files 600, directories 700, and the data dir itself 700 also when an older version made it.
+    os.umask(0o077)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for private_dir in {settings.data_dir, settings.resolved_storage_dir}:
+        private_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(private_dir, 0o700)
     if not settings.secret_key:
         settings = settings.model_copy(update={"secret_key": load_or_create_secret_key(settings.data_dir)})
     try:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from models import ApiToken, Organisation, Role, User, utcnow
 
 TOKEN_PREFIX = "ftg_"
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -172,11 +173,12 @@ def create_user(
 def create_token(
     session: Session, user: User, name: str, *, created_by: int | None = None, expires_at: datetime | None = None
 ) -> tuple[ApiToken, str]:
-    """A new token for ``user``: returns the row and the token itself (shown once, never stored)."""
+    """A new token for ``user``: returns the row and the token itself (shown once, never stored). Every
+    token expires: ``expires_at``, or DEFAULT_TOKEN_LIFETIME from now (a leaked token must not work forever)."""
     token = new_token()
     row = ApiToken(
         user_id=user.id, name=name, prefix=token[: len(TOKEN_PREFIX) + 6], token_hash=hash_token(token),
-        created_by_id=created_by, expires_at=expires_at,
+        created_by_id=created_by, expires_at=expires_at or utcnow() + DEFAULT_TOKEN_LIFETIME,
     )
     session.add(row)
     session.flush()

@@ -321,3 +321,44 @@ def test_the_review_page_does_not_offer_a_reviewer_their_own_submission(app, cli
     row = db.get(Submission, sid)
     db.refresh(row)
     assert row.review_state == "pending"
+
+
+# --------------------------------------------------------------------------------------------------------
+# secrets at rest: the first admin's credentials, token expiry
+def test_initial_credentials_are_removed_at_the_admins_first_sign_in(app, service_settings):
+    from api.serve import CREDENTIALS_FILE, bootstrap_admin
+
+    creds = bootstrap_admin(service_settings)
+    path = service_settings.data_dir / CREDENTIALS_FILE
+    assert path.exists() and "token expires" in path.read_text()
+    sign_in(app, creds["email"], creds["password"])
+    assert not path.exists()
+
+
+def test_initial_credentials_are_removed_when_the_admins_password_is_rotated(client, service_settings):
+    from api.serve import CREDENTIALS_FILE, bootstrap_admin
+
+    creds = bootstrap_admin(service_settings)
+    path = service_settings.data_dir / CREDENTIALS_FILE
+    h = {"Authorization": f"Bearer {creds['token']}"}
+    users = client.get(f"{API}/admin/users", headers=h).json()["items"]
+    assert path.exists()
+    r = client.post(f"{API}/admin/users/{users[0]['id']}/password", headers=h, json={"password": "a-new-password"})
+    assert r.status_code == 200 and not path.exists()
+
+
+def test_every_api_token_expires(client, make_user, service_settings):
+    from datetime import UTC, datetime, timedelta
+
+    from api.serve import bootstrap_admin
+
+    _, _, admin_h = make_user("admin", org="provider")
+    r = client.post(f"{API}/admin/tokens", headers=admin_h, json={"name": "ci"})
+    assert r.status_code == 201
+    expires = datetime.fromisoformat(r.json()["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)
+    r = client.post(f"{API}/admin/tokens", headers=admin_h, json={"name": "old", "expires_at": "2020-01-01T00:00:00Z"})
+    assert r.status_code == 422 and r.json()["field"] == "expires_at"
+    tokens = client.get(f"{API}/admin/tokens", headers=admin_h).json()["items"]
+    assert all(t["expires_at"] for t in tokens)
+    assert bootstrap_admin(service_settings) is None  # users exist: no first admin, nothing printed

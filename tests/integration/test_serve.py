@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_stops_the_worker_and_leaves_no_process(stop_signal, tmp_path):
+    """Also: what serve leaves on disk (database, key, first admin's credentials, uploads) is private."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTGATE_")}
     env.update(PYTHONUNBUFFERED="1", FTGATE_CACHE_DIR=str(tmp_path / "cache"))
@@ -57,6 +59,10 @@ def test_a_stop_signal_stops_the_worker_and_leaves_no_process(stop_signal, tmp_p
 
         wait_for(serving, 120, "ftgate serve to answer")
         wait_for(lambda: "ready" in log_path.read_text(), 120, "the embedded worker to be ready")
+        data = tmp_path / "data"
+        for private, mode in ((data, 0o700), (data / "storage", 0o700), (data / "ftgate.db", 0o600),
+                              (data / "secret-key", 0o600), (data / "initial-admin.txt", 0o600)):
+            assert stat.S_IMODE(private.stat().st_mode) == mode, private
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("celery" in " ".join(p.cmdline()) for p in family), [p.cmdline() for p in family]
 
