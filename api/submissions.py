@@ -83,8 +83,8 @@ def parse_training_field(raw: str, kind: str) -> dict[str, TrainingValue]:
 
 
 def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
-    status = {"forbidden": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
-    field = {"reason_required": "reason", "invalid_decision": "decision"}.get(e.code)
+    status = {"forbidden": 403, "own_submission": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
+    field = {"reason_required": "reason", "invalid_decision": "decision", "own_submission": "override_reason"}.get(e.code)
     return ApiError(status, e.code, e.message, field=field)
 
 
@@ -243,6 +243,10 @@ def cancel_submission(submission_id: str, principal: Principal = Depends(current
 class ReviewIn(BaseModel):
     decision: Literal["approve", "block"]
     reason: str = Field(min_length=1, max_length=10_000, description="why (required; recorded in the audit trail)")
+    override_reason: str | None = Field(
+        None, max_length=10_000,
+        description="admins only, to review their own submission (four eyes): why nobody else can (audited)",
+    )
 
 
 @router.post("/{submission_id}/review", summary="A reviewer's approve/block with a reason")
@@ -251,7 +255,7 @@ def review_submission(
 ):
     sub = load_submission(db, submission_id, principal)
     try:
-        lifecycle.review(db, sub, principal, body.decision, body.reason)
+        lifecycle.review(db, sub, principal, body.decision, body.reason, body.override_reason)
     except lifecycle.LifecycleError as e:
         raise _lifecycle_error(e) from None
     db.commit()
