@@ -418,8 +418,11 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
     return nxt.value
 
 
-# An absolute path of two or more parts (POSIX or Windows): what a stage's exception text may carry.
-_ABSOLUTE_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"():,]+[/\\])+([^\s/\\'\"():,]*)")
+# An absolute path of two or more parts (POSIX or Windows): what a stage's exception text may carry. It
+# starts where no name does (not inside a relative path such as an archive member 'adapter/sub/x' that a
+# rejection names, nor a URL's '//').
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.~\-/\\])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"():,]+[/\\])+([^\s/\\'\"():,]*)")
 
 
 def without_internal_paths(text: str) -> str:

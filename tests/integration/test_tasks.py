@@ -245,6 +245,20 @@ def test_error_texts_shown_to_submitters_carry_no_internal_paths(service_setting
         assert "samples.json" in text and str(storage) not in text and "/work/" not in text, text
 
 
+def test_relative_names_in_error_texts_are_left_whole():
+    """Only absolute paths are cut: the archive members, dataset files and URLs a rejection names stay as
+    they are (a member 'adapter/sub/x' was shown as 'adapterx')."""
+    keep = [
+        "a.zip: member 'adapter/sub/adapter_model.safetensors' is itself an archive (nested archives are refused)",
+        "a.tar: member '../../etc/passwd' escapes the archive with '..'",
+        "data/train.jsonl line 3: longer than the limit of 1048576 bytes for one record",
+        "could not fetch https://huggingface.co/org/model/resolve/main/config.json",
+    ]
+    for text in keep:
+        assert pipeline.without_internal_paths(text) == text
+    assert pipeline.without_internal_paths("open /srv/ftgate/work/ab/cd.zip: 'C:\\Users\\x\\a.txt'") == "open cd.zip: 'a.txt'"
+
+
 def test_transient_error_releases_the_claim_and_retries(service_settings, gate, submit, db):
     from celery.exceptions import Retry
 
