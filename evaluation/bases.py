@@ -261,9 +261,12 @@ def weights_checksum(model, samples_per_tensor: int = 4096) -> str:
     with torch.no_grad():
         for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
             flat = tensor.detach().reshape(-1)
-            if flat.numel() > samples_per_tensor:
-                index = torch.linspace(0, flat.numel() - 1, samples_per_tensor, device=flat.device).long()
-                flat = flat[index]
+            n = flat.numel()
+            if n > samples_per_tensor:
+                # integer steps: a float32 linspace rounds past the last index from 2**24 elements on
+                # (SmolLM2-135M's embedding has 28,311,552)
+                steps = torch.arange(samples_per_tensor, device=flat.device, dtype=torch.int64)
+                flat = flat[steps * (n - 1) // (samples_per_tensor - 1)]
             h.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
             h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -68,6 +68,17 @@ def test_checksum_is_stable_and_sees_a_rewritten_matrix():
     assert weights_checksum(model) != first
 
 
+def test_checksum_samples_tensors_over_2_to_the_24_elements():
+    """A float32 linspace of indices rounded past the end of SmolLM2-135M's embedding (49152 x 576)."""
+    import torch
+
+    model = torch.nn.Module()
+    model.register_buffer("embedding", torch.zeros(49152 * 576, dtype=torch.uint8))
+    first = weights_checksum(model)
+    model.embedding[-1] = 1  # the last element is one of the samples
+    assert weights_checksum(model) != first
+
+
 def test_olora_adapter_on_the_shared_4bit_base_is_caught(tiny_dir, adapter_dir, tmp_path, monkeypatch):
     import torch
 
