@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import get_db, require_admin
+from api.deps import get_db, get_settings_dep, require_admin
 from api.errors import ApiError, invalid, not_found
+from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
+from ftgate.settings import Settings
 from models import ApiToken, AuditEvent, Role, User, utcnow
 from models import BaseModel as BaseModelRow
 from services import catalog
-from services.auth import Principal, create_token, create_user, hash_password
+from services.auth import Principal, change_access, change_password, create_token, create_user, end_sessions
 from services.submissions import audit
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -29,12 +31,17 @@ class UserIn(BaseModel):
     password: str | None = Field(None, min_length=8, max_length=200)
 
 
+class UserAccessIn(BaseModel):
+    role: Role | None = Field(None, description="the new role; omitted: unchanged")
+    is_active: bool | None = Field(None, description="false: the user can no longer sign in or use tokens")
+
+
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="what the token is for, e.g. 'CI of team X'")
     email: str | None = Field(None, description="owner; created (with role and organisation) if new; default: you")
     role: Role = Role.SUBMITTER
     organisation: str = Field("default", min_length=1, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="when it stops working; default: 90 days from now")
 
 
 class BaseIn(BaseModel):
@@ -60,18 +67,55 @@ def add_user(body: UserIn, principal: Principal = Depends(require_admin), db: Se
     return user_view(user)
 
 
-@router.post("/users/{user_id}/password")
-def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def _user(db: Session, user_id: int) -> User:
     user = db.get(User, user_id)
     if user is None:
         raise not_found(f"user {user_id}")
+    return user
+
+
+@router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)")
+def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
+                 settings: Settings = Depends(get_settings_dep)):
+    user = _user(db, user_id)
     pw = body.get("password") if isinstance(body, dict) else None
     if not isinstance(pw, str) or len(pw) < 8:
         raise invalid("password", "password must have at least 8 characters")
-    user.password_hash = hash_password(pw)
+    change_password(db, user, pw)
     audit(db, "password_set", actor=principal.actor, actor_user_id=principal.user_id, details={"user": user.email})
     db.commit()
+    discard_initial_credentials(settings.data_dir, user.email)  # its password is rotated: the file is stale
     return user_view(user)
+
+
+@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them (ends the user's web sessions)")
+def change_user_access(user_id: int, body: UserAccessIn, principal: Principal = Depends(require_admin),
+                       db: Session = Depends(get_db)):
+    user = _user(db, user_id)
+    if user.id == principal.user_id:
+        # An admin who demotes or deactivates themselves may leave nobody to undo it.
+        raise ApiError(409, "own_account", "admins cannot change their own role or deactivate themselves")
+    changed = change_access(db, user, role=body.role, is_active=body.is_active)
+    if "role" in changed:
+        audit(db, "user_role_changed", actor=principal.actor, actor_user_id=principal.user_id,
+              details={"user": user.email, "from": changed["role"][0], "to": changed["role"][1]})
+    if "is_active" in changed:
+        audit(db, "user_activated" if user.is_active else "user_deactivated", actor=principal.actor,
+              actor_user_id=principal.user_id, details={"user": user.email})
+    db.commit()
+    return user_view(user)
+
+
+@router.post("/users/{user_id}/sessions/revoke", status_code=204,
+             summary="End every web session of a user (API tokens are revoked one by one)")
+def revoke_user_sessions(user_id: int, principal: Principal = Depends(require_admin),
+                         db: Session = Depends(get_db)) -> Response:
+    user = _user(db, user_id)
+    end_sessions(db, user)
+    audit(db, "sessions_ended", actor=principal.actor, actor_user_id=principal.user_id,
+          details={"user": user.email, "why": "admin"})
+    db.commit()
+    return Response(status_code=204)
 
 
 @router.get("/tokens")
@@ -81,6 +125,8 @@ def list_tokens(principal: Principal = Depends(require_admin), db: Session = Dep
 
 @router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)")
 def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+    if body.expires_at is not None and body.expires_at.replace(tzinfo=body.expires_at.tzinfo or UTC) <= utcnow():
+        raise invalid("expires_at", "expires_at must be in the future")
     email = (body.email or principal.email).strip().lower()
     user = db.scalar(select(User).where(User.email == email))
     if user is None:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from api import admin, catalog, health, submissions
+from api import account, admin, catalog, health, submissions
 from api.errors import install_error_handlers
 from ftgate.settings import Settings, get_settings
 from services.db import session_factory
@@ -24,6 +24,7 @@ DOCS_ASSETS = "/docs-assets"  # Swagger UI's own files, served from the fastapi-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.require_secure_secret_key()  # before anything is served: a guessable key signs anyone in
     app = FastAPI(
         title="ftgate",
         version="0.1.0",
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(submissions.router)
     api.include_router(catalog.router)
     api.include_router(admin.router)
+    api.include_router(account.router)
     app.include_router(api)
 
     # The web pages (upload form, dashboard) live in api/pages.py, owned by the frontend: included if present.

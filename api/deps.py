@@ -20,6 +20,7 @@ from services.storage import Storage
 # CSRF token under SESSION_CSRF_KEY: an API call authenticated by the session cookie (not a token) that
 # changes something must send that token in the X-CSRF-Token header, and come from the same origin.
 SESSION_USER_KEY = "user_id"
+SESSION_VERSION_KEY = "session_version"  # the user's session_version at sign-in (see models.User)
 SESSION_CSRF_KEY = "csrf"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -30,8 +31,10 @@ def _check_csrf(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
         raise forbidden("cross-origin request refused")
+    # A session without a CSRF token proves nothing: refuse it rather than skip the check (it would let any
+    # site that gets the browser to send the cookie change things).
     expected = request.session.get(SESSION_CSRF_KEY)
-    if expected and not hmac.compare_digest(str(expected), request.headers.get("x-csrf-token", "")):
+    if not expected or not hmac.compare_digest(str(expected), request.headers.get("x-csrf-token", "")):
         raise forbidden("missing or wrong X-CSRF-Token header")
 
 
@@ -61,15 +64,33 @@ def optional_principal(request: Request, db: Session = Depends(get_db)) -> Princ
         if principal is None:
             raise unauthenticated("the API token is invalid, expired or revoked")
         return principal
-    if "session" in request.scope:
-        user_id = request.session.get(SESSION_USER_KEY)
-        if user_id is not None:
-            user = db.get(User, int(user_id))
-            if user is not None and user.is_active:
-                _check_csrf(request)
-                return principal_of(user)
-            request.session.pop(SESSION_USER_KEY, None)
-    return None
+    user = session_user(request, db)
+    if user is None:
+        return None
+    _check_csrf(request)
+    return principal_of(user)
+
+
+def start_session(request: Request, user: User) -> None:
+    """Sign ``user`` in on this browser: a fresh session (no fixation) bound to the user's session version."""
+    request.session.clear()
+    request.session[SESSION_USER_KEY] = user.id
+    request.session[SESSION_VERSION_KEY] = user.session_version
+
+
+def session_user(request: Request, db: Session) -> User | None:
+    """The active user the session cookie names, if the cookie is of that user's current session version.
+    A cookie that is not (signed out everywhere, password or role changed, deactivated) is emptied."""
+    if "session" not in request.scope:
+        return None
+    user_id = request.session.get(SESSION_USER_KEY)
+    if user_id is None:
+        return None
+    user = db.get(User, int(user_id))
+    if user is None or not user.is_active or request.session.get(SESSION_VERSION_KEY) != user.session_version:
+        request.session.clear()
+        return None
+    return user
 
 
 def current_principal(principal: Principal | None = Depends(optional_principal)) -> Principal:

@@ -27,10 +27,12 @@ from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from api import account as account_api
 from api import admin as admin_api
 from api import submissions as submissions_api
-from api.deps import SESSION_USER_KEY, get_db, load_submission, visible_submissions
+from api.deps import get_db, load_submission, session_user, start_session, visible_submissions
 from api.errors import ApiError
+from api.serve import discard_initial_credentials
 from api.views import event_view, submission_detail, submission_summary, token_view, user_view
 from models import (
     TERMINAL,
@@ -46,7 +48,8 @@ from models import (
     utcnow,
 )
 from services import catalog
-from services.auth import Principal, authenticate_password, principal_of
+from services.auth import Principal, principal_of
+from services.login import ThrottlePolicy, sign_in
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 TEMPLATES = FRONTEND / "templates"
@@ -241,19 +244,11 @@ def _safe_next(url: str | None) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # who is signed in
 def session_principal(request: Request, db: Session) -> Principal | None:
-    """The signed-in user of the session cookie. Unlike ``api.deps.optional_principal`` this does not ask
-    for the X-CSRF-Token header: HTML forms cannot send it, so every page POST checks the ``csrf`` form
-    field itself (``require_csrf``) before it changes anything."""
-    if "session" not in request.scope:
-        return None
-    user_id = request.session.get(SESSION_USER_KEY)
-    if user_id is None:
-        return None
-    user = db.get(User, int(user_id))
-    if user is None or not user.is_active:
-        request.session.pop(SESSION_USER_KEY, None)
-        return None
-    return principal_of(user)
+    """The signed-in user of the session cookie (``api.deps.session_user``). Unlike
+    ``api.deps.optional_principal`` this does not ask for the X-CSRF-Token header: HTML forms cannot send it,
+    so every page POST checks the ``csrf`` form field itself (``require_csrf``) before it changes anything."""
+    user = session_user(request, db)
+    return principal_of(user) if user is not None else None
 
 
 def page_principal(request: Request, db: Session = Depends(get_db)) -> Principal:
@@ -300,19 +295,34 @@ def login(request: Request, email: str = Form(""), password: str = Form(""), csr
     if not csrf_ok(request, csrf):
         return render(request, "login.html", {"next": _safe_next(next), "email": email,
                                               "error": "The sign-in form expired; please try again."}, status_code=403)
-    user = authenticate_password(db, email, password) if email and password else None
-    if user is None:
+    if not email or not password:
         return render(request, "login.html", {"next": _safe_next(next), "email": email,
                                               "error": "Wrong email or password."}, status_code=401)
-    request.session.clear()  # a fresh session (and CSRF token) on sign-in: no fixation
-    request.session[SESSION_USER_KEY] = user.id
+    address = request.client.host if request.client else "unknown"
+    result = sign_in(db, email, password, address, ThrottlePolicy.from_settings(request.app.state.settings))
+    if result.retry_after:
+        return render(request, "login.html", {
+            "next": _safe_next(next), "email": email,
+            "error": f"Too many failed sign-ins. Try again in {result.retry_after} seconds."},
+            status_code=429, headers={"Retry-After": str(result.retry_after)})
+    if result.user is None:
+        return render(request, "login.html", {"next": _safe_next(next), "email": email,
+                                              "error": "Wrong email or password."}, status_code=401)
+    user = result.user
+    discard_initial_credentials(request.app.state.settings.data_dir, user.email)
+    start_session(request, user)
     csrf_token(request)
     return redirect(_safe_next(next))
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: str = Form("")):
+def logout(request: Request, csrf: str = Form(""), db: Session = Depends(get_db)):
+    """Signing out ends every session of the user, not only this browser's: a copied cookie must not
+    outlive the sign-out (the cookie is stateless; only its version ties it to the account)."""
     require_csrf(request, csrf)
+    user = session_user(request, db)
+    if user is not None:
+        account_api.end_my_sessions(principal_of(user), db, why="sign_out")
     request.session.clear()
     flash(request, "You are signed out.")
     return redirect("/login")
@@ -744,13 +754,14 @@ def review_page(request: Request, submission_id: str, principal: Principal = Dep
     events = [event_view(e) for e in db.scalars(
         select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id))]
     ctx.update(review_mode=True, flips=flips, n_flips=n_flips, events=events, actors=_actor_names(db, events),
-               can_decide=sub.status == "done", reason="")
+               can_decide=sub.status == "done", reason="", own_submission=sub.user_id == principal.user_id)
     return render(request, "review.html", ctx)
 
 
 @router.post("/review/{submission_id}")
 def review_submit(request: Request, submission_id: str, decision: str = Form(""), reason: str = Form(""),
-                  csrf: str = Form(""), principal: Principal = Depends(page_reviewer), db: Session = Depends(get_db)):
+                  override_reason: str = Form(""), csrf: str = Form(""), principal: Principal = Depends(page_reviewer),
+                  db: Session = Depends(get_db)):
     require_csrf(request, csrf)
     target = f"/review/{quote(submission_id)}"
     if decision not in ("approve", "block"):
@@ -760,7 +771,7 @@ def review_submit(request: Request, submission_id: str, decision: str = Form("")
         flash(request, "A review needs a reason: say why you approve or block it.", "error")
         return redirect(target)
     try:
-        body = submissions_api.ReviewIn(decision=decision, reason=reason)
+        body = submissions_api.ReviewIn(decision=decision, reason=reason, override_reason=override_reason or None)
         submissions_api.review_submission(submission_id, body, principal, db)
     except ValidationError as e:
         flash(request, f"Not recorded: {e.errors()[0].get('msg')}", "error")
@@ -866,8 +877,24 @@ def admin_user_password(request: Request, user_id: int, password: str = Form("")
                         principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
     require_csrf(request, csrf)
     try:
-        u = admin_api.set_password(user_id, {"password": password}, principal, db)
+        u = admin_api.set_password(user_id, {"password": password}, principal, db, request.app.state.settings)
         flash(request, f"Password of {u['email']} set.", "ok")
+    except ApiError as e:
+        flash(request, e.message, "error")
+    return redirect("/admin/users")
+
+
+@router.post("/admin/users/{user_id}/access")
+def admin_user_access(request: Request, user_id: int, role: str = Form(""), active: str = Form(""),
+                      csrf: str = Form(""), principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    """Role and active flag of one user, from the users page (the same route function as the API's PATCH)."""
+    require_csrf(request, csrf)
+    try:
+        body = admin_api.UserAccessIn(role=role or None, is_active=active == "yes")
+        u = admin_api.change_user_access(user_id, body, principal, db)
+        flash(request, f"{u['email']}: {u['role']}, {'active' if u['is_active'] else 'deactivated'}.", "ok")
+    except ValidationError as e:
+        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
     except ApiError as e:
         flash(request, e.message, "error")
     return redirect("/admin/users")

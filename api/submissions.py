@@ -56,9 +56,35 @@ _UPLOAD_SCHEMA = {
 }
 
 
+TrainingValue = str | int | float | bool | None
+
+
+def parse_training_field(raw: str, kind: str) -> dict[str, TrainingValue]:
+    """The `training` form field: a flat JSON object of fine-tuning overrides (their names and ranges are
+    checked when the stage runs). Values must be scalars: a nested one is refused here, and a nesting too
+    deep for the decoder (100k levels answered 500) is a 422 too."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    try:
+        training = json.loads(raw)
+    except RecursionError:
+        raise invalid("training", "training is nested too deep: it must be a flat JSON object of option: value") from None
+    except json.JSONDecodeError as e:
+        raise invalid("training", f"training is not valid JSON: {e}") from None
+    if not isinstance(training, dict):
+        raise invalid("training", "training must be a JSON object of fine-tuning overrides")
+    nested = next((k for k, v in training.items() if isinstance(v, dict | list)), None)
+    if nested is not None:
+        raise invalid("training", f"training option {nested!r} must be a number, a string or a boolean")
+    if kind == "adapter" and training:
+        raise invalid("training", "training overrides apply to datasets only")
+    return training
+
+
 def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
-    status = {"forbidden": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
-    field = {"reason_required": "reason", "invalid_decision": "decision"}.get(e.code)
+    status = {"forbidden": 403, "own_submission": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
+    field = {"reason_required": "reason", "invalid_decision": "decision", "own_submission": "override_reason"}.get(e.code)
     return ApiError(status, e.code, e.message, field=field)
 
 
@@ -89,17 +115,7 @@ async def create_submission(request: Request, principal: Principal = Depends(cur
         base = (fields.get("base") or "").strip() or settings.default_base
         policy = (fields.get("policy") or "").strip() or settings.default_policy
         name = (fields.get("name") or "").strip()[:300] or upload.filename
-        training_raw = (fields.get("training") or "").strip()
-        training: dict = {}
-        if training_raw:
-            try:
-                training = json.loads(training_raw)
-            except json.JSONDecodeError as e:
-                raise invalid("training", f"training is not valid JSON: {e}") from None
-            if not isinstance(training, dict):
-                raise invalid("training", "training must be a JSON object of fine-tuning overrides")
-            if kind == "adapter" and training:
-                raise invalid("training", "training overrides apply to datasets only")
+        training = parse_training_field(fields.get("training") or "", kind)
 
         def record() -> tuple[dict, bool]:
             with state.sessionmaker() as db:
@@ -227,6 +243,10 @@ def cancel_submission(submission_id: str, principal: Principal = Depends(current
 class ReviewIn(BaseModel):
     decision: Literal["approve", "block"]
     reason: str = Field(min_length=1, max_length=10_000, description="why (required; recorded in the audit trail)")
+    override_reason: str | None = Field(
+        None, max_length=10_000,
+        description="admins only, to review their own submission (four eyes): why nobody else can (audited)",
+    )
 
 
 @router.post("/{submission_id}/review", summary="A reviewer's approve/block with a reason")
@@ -235,7 +255,7 @@ def review_submission(
 ):
     sub = load_submission(db, submission_id, principal)
     try:
-        lifecycle.review(db, sub, principal, body.decision, body.reason)
+        lifecycle.review(db, sub, principal, body.decision, body.reason, body.override_reason)
     except lifecycle.LifecycleError as e:
         raise _lifecycle_error(e) from None
     db.commit()

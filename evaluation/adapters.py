@@ -5,6 +5,10 @@ Accepts a PEFT directory, or a .zip / .tar / .tar.gz of one. Only `adapter_confi
 code. The safetensors header is read with `safe_open` (no model), every tensor name is mapped to a module
 of the base and its shape checked (lora_A [r, in_features], lora_B [out_features, r]), and every tensor is
 checked for NaN / inf. Findings that do not refuse the adapter are returned for the policy to weigh.
+
+adapter_config.json is checked against an allow-list of fields (evaluation/lora_config.py) and the gate
+loads the config rebuilt from the checked values, never the uploaded file: PEFT would compile string
+fields as regular expressions and run initialisations that rewrite the base's weights.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 
 from evaluation.archives import archive_kind, unpack_archive_safely
 from evaluation.errors import InputRejected
+from evaluation.jsonlimits import loads_limited
+from evaluation.lora_config import ALL_LINEAR, CheckedLoraConfig, check_lora_config, name_matches
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -34,15 +40,12 @@ HARMLESS_SUFFIXES = {".md", ".txt", ".rst", ".json", ".yaml", ".yml", ".toml", "
                      ".gitignore", ".gitkeep"}
 HARMLESS_NAMES = {"LICENSE", "NOTICE", "README", "COPYING", ".gitattributes", ".gitignore"}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-# modules_to_save / full-weight entries matching these may change the vocabulary mapping: flagged for review.
-EMBEDDING_HINTS = ("embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out", "word_embeddings",
-                   "embeddings", "output_layer", "tok_embeddings")
 
 
 @dataclass(frozen=True)
 class BaseShape:
     """The shapes an adapter must fit: full module names -> (in_features, out_features) of the linear layers,
-    (num_embeddings, embedding_dim) of the embeddings, and every parameter's shape (for modules_to_save)."""
+    (num_embeddings, embedding_dim) of the embeddings, and every parameter's shape (for full-weight tensors)."""
 
     name: str
     model_type: str
@@ -53,8 +56,8 @@ class BaseShape:
 
 @dataclass
 class AdapterInspection:
-    adapter_dir: Path  # a folder holding exactly adapter_config.json + adapter_model.safetensors
-    config: dict
+    adapter_dir: Path  # a folder holding exactly adapter_config.json (the checked one) + adapter_model.safetensors
+    config: dict  # the adapter_config.json the gate wrote and loads (CheckedLoraConfig.to_peft_dict())
     sha256: str  # of the uploaded file; for a directory of canonical_sha256(dir)
     rank: int  # the largest rank of any module
     target_modules: list[str]
@@ -186,7 +189,7 @@ def _load_config(path: Path) -> dict:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise InputRejected(f"{CONFIG_NAME}: larger than {MAX_CONFIG_BYTES} bytes", "bad_config")
     try:
-        cfg = json.loads(path.read_bytes().decode("utf-8"))
+        cfg = loads_limited(path.read_bytes().decode("utf-8"), CONFIG_NAME)
     except UnicodeDecodeError:
         raise InputRejected(f"{CONFIG_NAME}: not valid UTF-8", "bad_json") from None
     except json.JSONDecodeError as exc:
@@ -196,86 +199,23 @@ def _load_config(path: Path) -> dict:
     return cfg
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _validate_config(cfg: dict, max_rank: int) -> None:
-    if "peft_type" not in cfg:
-        raise InputRejected(f"{CONFIG_NAME}: field 'peft_type' is missing", "missing_field")
-    if cfg["peft_type"] != "LORA":
-        raise InputRejected(f"{CONFIG_NAME}: field 'peft_type' is {cfg['peft_type']!r}; only 'LORA' is supported",
-                            "unsupported_adapter")
-    if "r" not in cfg:
-        raise InputRejected(f"{CONFIG_NAME}: field 'r' (the LoRA rank) is missing", "missing_field")
-    if not _is_int(cfg["r"]) or cfg["r"] < 1:
-        raise InputRejected(f"{CONFIG_NAME}: field 'r' must be a positive integer, got {cfg['r']!r}", "bad_field")
-    if cfg["r"] > max_rank:
-        raise InputRejected(f"{CONFIG_NAME}: rank r={cfg['r']} is over the limit of {max_rank}", "rank_too_large")
-    pattern = cfg.get("rank_pattern") or {}
-    if not isinstance(pattern, dict):
-        raise InputRejected(f"{CONFIG_NAME}: field 'rank_pattern' must be an object", "bad_field")
-    for key, value in pattern.items():
-        if not _is_int(value) or value < 1:
-            raise InputRejected(f"{CONFIG_NAME}: rank_pattern[{key!r}] must be a positive integer", "bad_field")
-        if value > max_rank:
-            raise InputRejected(f"{CONFIG_NAME}: rank_pattern[{key!r}]={value} is over the limit of {max_rank}",
-                                "rank_too_large")
-    alpha = cfg.get("lora_alpha", 8)
-    if not isinstance(alpha, int | float) or isinstance(alpha, bool):
-        raise InputRejected(f"{CONFIG_NAME}: field 'lora_alpha' must be a number, got {alpha!r}", "bad_field")
-    if "target_modules" not in cfg or cfg["target_modules"] in (None, [], ""):
-        if cfg.get("target_parameters"):
-            raise InputRejected(f"{CONFIG_NAME}: 'target_parameters' adapters are not supported",
-                                "unsupported_adapter")
-        raise InputRejected(f"{CONFIG_NAME}: field 'target_modules' is missing", "missing_field")
-    tm = cfg["target_modules"]
-    if not (isinstance(tm, str) or (isinstance(tm, list) and all(isinstance(t, str) and t for t in tm))):
-        raise InputRejected(f"{CONFIG_NAME}: field 'target_modules' must be a list of module names or a regex",
-                            "bad_field")
-    mts = cfg.get("modules_to_save")
-    if mts is not None and not (isinstance(mts, list) and all(isinstance(t, str) and t for t in mts)):
-        raise InputRejected(f"{CONFIG_NAME}: field 'modules_to_save' must be a list of module names", "bad_field")
-    for unsupported in ("target_parameters", "trainable_token_indices", "layer_replication"):
-        if cfg.get(unsupported):
-            raise InputRejected(f"{CONFIG_NAME}: field {unsupported!r} is not supported by the gate",
-                                "unsupported_adapter")
-
-
-def _suffix_match(name: str, patterns: list[str]) -> bool:
-    return any(name == p or name.endswith("." + p) for p in patterns)
-
-
-def _targeted(name: str, target: str | list[str], linear: dict) -> bool:
-    """PEFT's rule: a string is a regex matched on the full name; a list matches exact names or suffixes."""
-    if isinstance(target, str):
-        if target == "all-linear":
-            return name in linear and not name.endswith("lm_head")
-        return re.fullmatch(target, name) is not None
-    return _suffix_match(name, target)
-
-
-def _expected_rank(name: str, cfg: dict) -> int:
-    for pattern, value in (cfg.get("rank_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", name):
-            return value
-    return cfg["r"]
-
-
 # --------------------------------------------------------------------------------------------- tensors
 
 _LORA_RE = re.compile(
     r"^(?P<mod>.+?)\.(?:"
     r"(?P<ab>lora_A|lora_B)(?:\.[A-Za-z0-9_\-]+)?\.(?P<param>weight|bias)"
     r"|(?P<emb>lora_embedding_A|lora_embedding_B)(?:\.[A-Za-z0-9_\-]+)?"
-    r"|(?P<mag>lora_magnitude_vector)(?:\.[A-Za-z0-9_\-]+)?(?:\.weight)?"
     r")$"
 )
 
 
-def _check_tensors(weights: Path, cfg: dict, shape: BaseShape, max_rank: int, findings: list[dict]
-                   ) -> tuple[int, int]:
-    """Check names, shapes, dtypes and finiteness of every tensor. Returns (max rank, number of parameters)."""
+def _check_tensors(weights: Path, cfg: CheckedLoraConfig, shape: BaseShape, max_rank: int) -> tuple[int, int]:
+    """Check names, shapes, dtypes and finiteness of every tensor. Returns (max rank, number of parameters).
+
+    Only LoRA tensors are accepted. Full weights of base modules (modules_to_save copies, the
+    `<module>.base_layer.weight` PEFT saves when an embedding is targeted) are refused: PEFT loads them over
+    the base's own weights, and on a shared 4-bit base that rewrites the base for every later tenant.
+    """
     import torch
     from safetensors import safe_open
 
@@ -284,10 +224,7 @@ def _check_tensors(weights: Path, cfg: dict, shape: BaseShape, max_rank: int, fi
     except Exception as exc:  # safetensors raises its own error types for malformed headers
         raise InputRejected(f"{WEIGHTS_NAME}: not a valid safetensors file ({exc})", "bad_safetensors") from None
 
-    target = cfg["target_modules"]
-    mts = cfg.get("modules_to_save") or []
     lora: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
-    full_weights: list[str] = []
     n_params = 0
     with handle as f:
         keys = list(f.keys())
@@ -306,33 +243,19 @@ def _check_tensors(weights: Path, cfg: dict, shape: BaseShape, max_rank: int, fi
             n_params += n
             name = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
             m = _LORA_RE.match(name)
-            if m:
-                mod = m.group("mod")
-                kind = m.group("ab") or m.group("emb") or m.group("mag")
-                if m.group("param") == "bias":
-                    kind = "bias"
-                if mod not in shape.linear and mod not in shape.embedding:
-                    raise InputRejected(f"{WEIGHTS_NAME}: tensor {key} refers to module {mod!r}, which the base "
-                                        f"{shape.name} does not have", "base_mismatch")
-                if not _targeted(mod, target, shape.linear):
-                    raise InputRejected(f"{WEIGHTS_NAME}: tensor {key} is for module {mod!r}, which is not in "
-                                        f"target_modules {target!r}", "unexpected_tensor")
-                lora.setdefault(mod, {})[kind] = (key, dims)
-            else:
-                # Full weights: modules_to_save copies (saved under the module name) or embedding base layers.
-                mod = name.rsplit(".", 1)[0]
-                base_param = name.replace(".base_layer.", ".")
-                if not (_suffix_match(mod, mts) or ".base_layer." in name):
-                    raise InputRejected(f"{WEIGHTS_NAME}: unexpected tensor {key} (neither a LoRA weight nor in "
-                                        f"modules_to_save)", "unexpected_tensor")
-                expected = shape.params.get(base_param)
-                if expected is None and shape.params:
-                    raise InputRejected(f"{WEIGHTS_NAME}: tensor {key} refers to parameter {base_param!r}, which "
-                                        f"the base {shape.name} does not have", "base_mismatch")
-                if expected is not None and dims != expected:
-                    raise InputRejected(f"{WEIGHTS_NAME}: tensor {key} has shape {list(dims)} but the base "
-                                        f"{base_param} is {list(expected)}", "base_mismatch")
-                full_weights.append(base_param)
+            if not m:
+                hint = (" (save the adapter with save_embedding_layers=False)" if ".base_layer." in name else "")
+                raise InputRejected(f"{WEIGHTS_NAME}: unexpected tensor {key}: only LoRA weights are accepted, "
+                                    f"not full weights of the base's modules{hint}", "unexpected_tensor")
+            mod = m.group("mod")
+            kind = "bias" if m.group("param") == "bias" else (m.group("ab") or m.group("emb"))
+            if mod not in shape.linear and mod not in shape.embedding:
+                raise InputRejected(f"{WEIGHTS_NAME}: tensor {key} refers to module {mod!r}, which the base "
+                                    f"{shape.name} does not have", "base_mismatch")
+            if not cfg.targets(mod, shape.linear):
+                raise InputRejected(f"{WEIGHTS_NAME}: tensor {key} is for module {mod!r}, which is not in "
+                                    f"target_modules {cfg.to_peft_dict()['target_modules']!r}", "unexpected_tensor")
+            lora.setdefault(mod, {})[kind] = (key, dims)
             t = f.get_tensor(key)
             if not bool(torch.isfinite(t).all()):
                 bad = int((~torch.isfinite(t)).sum())
@@ -361,30 +284,17 @@ def _check_tensors(weights: Path, cfg: dict, shape: BaseShape, max_rank: int, fi
         if r > max_rank:
             raise InputRejected(f"{WEIGHTS_NAME}: module {mod} has rank {r}, over the limit of {max_rank}",
                                 "rank_too_large")
-        expected_r = _expected_rank(mod, cfg)
+        expected_r = cfg.rank_of(mod)
         if r != expected_r:
             raise InputRejected(f"{WEIGHTS_NAME}: tensor {a_key} has rank {r} but {CONFIG_NAME} says "
                                 f"r={expected_r}", "base_mismatch")
-        for extra in ("bias", "lora_magnitude_vector"):
-            if extra in parts and parts[extra][1] != (out_f,):
-                raise InputRejected(f"{WEIGHTS_NAME}: tensor {parts[extra][0]} has shape {list(parts[extra][1])} "
-                                    f"but the base {mod} needs [{out_f}]", "base_mismatch")
+        if "bias" in parts and parts["bias"][1] != (out_f,):
+            raise InputRejected(f"{WEIGHTS_NAME}: tensor {parts['bias'][0]} has shape {list(parts['bias'][1])} "
+                                f"but the base {mod} needs [{out_f}]", "base_mismatch")
         max_r = max(max_r, r)
 
     if not lora:
         raise InputRejected(f"{WEIGHTS_NAME}: holds no LoRA weights (no lora_A / lora_B tensors)", "empty_adapter")
-    # modules_to_save entries were flagged from the config already; flag the rest (embedding targets save the
-    # full embedding matrix as <module>.base_layer.weight).
-    full_weights = [p for p in full_weights if not _suffix_match(p.rsplit(".", 1)[0], mts)]
-    touched = sorted({p for p in full_weights if any(h in p for h in EMBEDDING_HINTS)})
-    if touched:
-        findings.append({"severity": "review", "code": "embeddings_replaced",
-                         "message": f"adapter replaces full weights of {', '.join(touched)} (embeddings / lm_head "
-                                    f"can remap tokens); review"})
-    others = sorted(set(full_weights) - set(touched))
-    if others:
-        findings.append({"severity": "info", "code": "full_weights",
-                         "message": f"adapter carries full weights for {', '.join(others[:8])}"})
     return max_r, n_params
 
 
@@ -428,49 +338,43 @@ def inspect_adapter(path: Path, base: BaseShape, *, workdir: Path) -> AdapterIns
         raise InputRejected(f"{label}: no such file or directory", "missing_file")
 
     _scan_files(root, label, settings.max_unpacked_bytes, findings)
-    cfg = _load_config(root / CONFIG_NAME)
-    _validate_config(cfg, settings.max_adapter_rank)
+    cfg = check_lora_config(_load_config(root / CONFIG_NAME), settings.max_adapter_rank)
 
-    target = cfg["target_modules"]
     candidates = {**shape.linear, **shape.embedding}
-    if isinstance(target, str):
-        if not any(_targeted(n, target, shape.linear) for n in candidates):
-            raise InputRejected(f"{CONFIG_NAME}: target_modules {target!r} matches no layer of the base "
+    if cfg.target_modules == ALL_LINEAR:
+        if not any(cfg.targets(n, shape.linear) for n in candidates):
+            raise InputRejected(f"{CONFIG_NAME}: target_modules {ALL_LINEAR!r} matches no layer of the base "
                                 f"{shape.name}", "unknown_target_module")
     else:
-        for t in target:
-            if not any(_suffix_match(n, [t]) for n in candidates):
+        for t in cfg.target_modules:
+            if not any(name_matches(n, [t]) for n in candidates):
                 raise InputRejected(f"{CONFIG_NAME}: target module {t!r} does not exist in the base {shape.name} "
                                     f"({shape.model_type})", "unknown_target_module")
-    for m in cfg.get("modules_to_save") or []:
-        names = set(candidates) | {p.rsplit(".", 1)[0] for p in shape.params}
-        if not any(_suffix_match(n, [m]) for n in names):
-            raise InputRejected(f"{CONFIG_NAME}: modules_to_save entry {m!r} does not exist in the base "
-                                f"{shape.name}", "unknown_target_module")
-        if any(h in m for h in EMBEDDING_HINTS):
-            findings.append({"severity": "review", "code": "modules_to_save_embeddings",
-                             "message": f"modules_to_save includes {m!r}: the adapter retrains the embeddings / "
-                                        f"lm_head in full"})
-    declared = cfg.get("base_model_name_or_path")
+    declared = cfg.metadata.get("base_model_name_or_path")
     if declared and shape.name and declared != shape.name:
         findings.append({"severity": "info", "code": "base_name_differs",
                          "message": f"adapter says it was trained on {declared!r}; inspected against {shape.name!r}"})
+    if cfg.ignored:
+        findings.append({"severity": "info", "code": "ignored_config_fields",
+                         "message": f"ignored empty {CONFIG_NAME} field(s): {', '.join(cfg.ignored[:8])}"})
 
-    rank, n_params = _check_tensors(root / WEIGHTS_NAME, cfg, shape, settings.max_adapter_rank, findings)
+    rank, n_params = _check_tensors(root / WEIGHTS_NAME, cfg, shape, settings.max_adapter_rank)
 
+    if sha is None:
+        sha = canonical_sha256(root)  # of what was uploaded, before the config is rewritten
     adapter_dir.mkdir(parents=True)
-    for fname in ALLOWED:
-        shutil.copyfile(root / fname, adapter_dir / fname)
+    # PEFT loads the config rebuilt from the checked fields, never the uploaded file.
+    loaded_config = cfg.to_peft_dict()
+    (adapter_dir / CONFIG_NAME).write_text(json.dumps(loaded_config, indent=2))
+    shutil.copyfile(root / WEIGHTS_NAME, adapter_dir / WEIGHTS_NAME)
     if unpacked.exists():
         shutil.rmtree(unpacked)
-    if sha is None:
-        sha = canonical_sha256(adapter_dir)
     return AdapterInspection(
         adapter_dir=adapter_dir,
-        config=cfg,
+        config=loaded_config,
         sha256=sha,
         rank=rank,
-        target_modules=[target] if isinstance(target, str) else sorted(target),
+        target_modules=[ALL_LINEAR] if cfg.target_modules == ALL_LINEAR else sorted(cfg.target_modules),
         n_parameters=n_params,
         findings=findings,
     )

@@ -3,10 +3,19 @@
 Every member is checked before a byte is written: no absolute paths, no `..`, no links, devices or
 FIFOs, no nested archives, at most `max_files` files, and the total uncompressed size is counted while
 streaming (a zip bomb can lie in its headers), so nothing is ever extracted blindly.
+
+The archive's own metadata is bounded before the standard library parses it, because tarfile and zipfile
+hold it in memory whole: a tar's GNU long-name and pax headers are size-checked before they are read (a
+255 KB .tar.gz declaring a 256 MiB long name took 2.35 GB), sparse members are refused, and a zip's
+central directory (entry count and bytes, from the end record) is checked before ZipFile reads it.
+Directories count toward the entry limit in both formats.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import shutil
 import stat
 import tarfile
@@ -16,6 +25,15 @@ from pathlib import Path, PurePosixPath
 from evaluation.errors import InputRejected
 
 CHUNK = 1024 * 1024
+
+# Entries of any kind (files, directories, junk) per allowed file: room for folders, never a flood.
+ENTRIES_PER_FILE = 4
+EXTRA_ENTRIES = 16
+# A tar metadata header (GNU long name / long link, pax) holds a path or a few key=value records.
+MAX_TAR_META_HEADER_BYTES = 64 * 1024
+MAX_TAR_META_TOTAL_BYTES = 1024 * 1024
+# A zip central-directory record is 46 bytes plus name, extra field and comment.
+MAX_ZIP_DIRECTORY_BYTES_PER_ENTRY = 1024
 
 # Members that are silently skipped: archive junk some tools add (macOS Finder).
 _JUNK_DIRS = {"__MACOSX"}
@@ -35,12 +53,23 @@ def archive_kind(path: Path) -> str | None:
         head = fh.read(4)
     if head == b"PK\x03\x04" or head == b"PK\x05\x06":
         return "zip"
+    return "tar" if _starts_with_tar_header(path, head) else None
+
+
+def _starts_with_tar_header(path: Path, head: bytes) -> bool:
+    """Whether the first 512 (decompressed) bytes are a valid tar header, checksum included.
+
+    Reads one block only: tarfile.is_tarfile would parse the first member, and a GNU long-name header's
+    data is read whole, however large it declares itself.
+    """
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(head[:2], open)
     try:
-        if tarfile.is_tarfile(path):
-            return "tar"
-    except (OSError, EOFError, tarfile.TarError):
-        return None
-    return None
+        with opener(path, "rb") as fh:
+            block = fh.read(tarfile.BLOCKSIZE)
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except (OSError, EOFError, tarfile.TarError, lzma.LZMAError, ValueError):
+        return False
+    return True
 
 
 def _safe_member_path(archive: str, name: str) -> PurePosixPath | None:
@@ -72,8 +101,17 @@ class _Budget:
 
     def __init__(self, archive: str, max_files: int, max_bytes: int):
         self.archive, self.max_files, self.max_bytes = archive, max_files, max_bytes
+        self.max_entries = max_files * ENTRIES_PER_FILE + EXTRA_ENTRIES
         self.files = 0
+        self.entries = 0
         self.bytes = 0
+
+    def add_entry(self, name: str) -> None:
+        """Count any entry (directories and skipped junk included): stops header floods."""
+        self.entries += 1
+        if self.entries > self.max_entries:
+            raise InputRejected(f"{self.archive}: more than {self.max_entries} entries, directories included "
+                                f"(at {name!r}; limit {self.max_files} files)", "too_many_files")
 
     def add_file(self, name: str) -> None:
         self.files += 1
@@ -121,8 +159,31 @@ def _check_target(dest: Path, rel: PurePosixPath, archive: str, name: str, seen:
     return target
 
 
+def _check_zip_directory(path: Path, budget: _Budget) -> None:
+    """Refuse a zip whose central directory is too large, from its end record, before ZipFile parses it
+    (ZipFile builds an object per entry: 500k directory entries took 292 MB)."""
+    archive = path.name
+    try:
+        with path.open("rb") as fh:
+            # The reader ZipFile itself uses to find the directory (zip64 included); it reads only the tail.
+            end = zipfile._EndRecData(fh)
+    except OSError as exc:
+        raise InputRejected(f"{archive}: not a readable zip file ({exc})", "bad_archive") from None
+    if end is None:
+        raise InputRejected(f"{archive}: not a readable zip file (no end of central directory)", "bad_archive")
+    entries, directory_bytes = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > budget.max_entries:
+        raise InputRejected(f"{archive}: the zip directory lists {entries} entries, over the limit of "
+                            f"{budget.max_entries} (directories included)", "too_many_files")
+    max_directory_bytes = budget.max_entries * MAX_ZIP_DIRECTORY_BYTES_PER_ENTRY
+    if directory_bytes > max_directory_bytes:
+        raise InputRejected(f"{archive}: the zip directory is {directory_bytes} bytes, over the limit of "
+                            f"{max_directory_bytes} bytes", "too_many_files")
+
+
 def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
     archive = path.name
+    _check_zip_directory(path, budget)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -134,6 +195,7 @@ def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
         seen: set[str] = set()
         declared = 0
         for info in infos:
+            budget.add_entry(info.filename)
             rel = _safe_member_path(archive, info.filename)
             mode = info.external_attr >> 16
             if mode and (stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
@@ -163,18 +225,53 @@ def _unpack_zip(path: Path, dest: Path, budget: _Budget) -> None:
                 raise InputRejected(f"{archive}: member {info.filename!r} is corrupt ({exc})", "bad_archive") from None
 
 
+_TAR_META_TYPES = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long-name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long-link",
+    tarfile.XHDTYPE: "pax",
+    tarfile.XGLTYPE: "pax global",
+    tarfile.SOLARIS_XHDTYPE: "Solaris pax",
+}
+
+
+def _bounded_tarinfo(budget: _Budget) -> type[tarfile.TarInfo]:
+    """A TarInfo class for tarfile that checks each header's declared size before tarfile reads its data.
+
+    tarfile reads the data of a GNU long-name or pax header into memory whole (then decodes it), and a GNU
+    sparse header's extension blocks one by one: both are bounded here, before parsing.
+    """
+    archive = budget.archive
+    meta_bytes = 0
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tf):
+            nonlocal meta_bytes
+            budget.add_entry(self.name)  # every header, metadata headers included
+            where = f"{archive}: header {self.name!r} at offset {self.offset}"
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise InputRejected(f"{where} is a GNU sparse member (refused)", "bad_archive")
+            kind = _TAR_META_TYPES.get(self.type)
+            if kind is not None:
+                if self.size > MAX_TAR_META_HEADER_BYTES:
+                    raise InputRejected(f"{where} ({kind}) declares {self.size} bytes, over the limit of "
+                                        f"{MAX_TAR_META_HEADER_BYTES} bytes for a tar metadata header",
+                                        "tar_header_too_large")
+                meta_bytes += self.size
+                if meta_bytes > MAX_TAR_META_TOTAL_BYTES:
+                    raise InputRejected(f"{where} ({kind}): tar metadata headers total more than "
+                                        f"{MAX_TAR_META_TOTAL_BYTES} bytes", "tar_header_too_large")
+            return super()._proc_member(tf)
+
+    return BoundedTarInfo
+
+
 def _unpack_tar(path: Path, dest: Path, budget: _Budget) -> None:
     archive = path.name
     seen: set[str] = set()
-    members = 0
     try:
         # Stream mode ("r|*"): one pass, members are read and written as they come.
-        with tarfile.open(path, mode="r|*") as tf:
+        with tarfile.open(path, mode="r|*", tarinfo=_bounded_tarinfo(budget)) as tf:
             for member in tf:
-                members += 1
-                if members > budget.max_files * 4 + 16:  # directories count too; stops header floods
-                    raise InputRejected(f"{archive}: too many entries (limit {budget.max_files} files)",
-                                        "too_many_files")
                 rel = _safe_member_path(archive, member.name)
                 if member.issym() or member.islnk():
                     raise InputRejected(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.errors import UnknownName
+from evaluation.errors import SharedBaseModified, UnknownName
 from ftgate.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,51 @@ def load_base(name: str, progress: Callable[[str], None] = log.info) -> LoadedBa
     _LOADED.clear()  # keep one base in memory: a worker serves one base at a time
     _LOADED[name] = loaded
     return loaded
+
+
+def evict_base(name: str) -> None:
+    """Forget a loaded base: the next load_base reads it again from disk."""
+    _LOADED.pop(name, None)
+
+
+def weights_checksum(model, samples_per_tensor: int = 4096) -> str:
+    """A cheap fingerprint of a loaded model's weights, to tell that a shared base is unchanged.
+
+    sha256 over every parameter and buffer: its name, shape, dtype and the raw bytes of up to
+    `samples_per_tensor` evenly spaced elements (4-bit weights: their packed bytes). Every tensor is
+    sampled, so a rewrite of a whole matrix (what PEFT's OLoRA / PiSSA initialisations do, or a full weight
+    loaded over the base's) changes it; a crafted change to a few elements may not, which is why the
+    adapter allow-list, not this check, is what keeps such weights out. Milliseconds on SmolLM2-135M.
+    """
+    import itertools
+
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+            flat = tensor.detach().reshape(-1)
+            n = flat.numel()
+            if n > samples_per_tensor:
+                # integer steps: a float32 linspace rounds past the last index from 2**24 elements on
+                # (SmolLM2-135M's embedding has 28,311,552)
+                steps = torch.arange(samples_per_tensor, device=flat.device, dtype=torch.int64)
+                flat = flat[steps * (n - 1) // (samples_per_tensor - 1)]
+            h.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
+            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def verify_base_unchanged(base: LoadedBase, checksum_before: str, candidate: str) -> None:
+    """Raise SharedBaseModified (and evict the base) if its weights no longer match `checksum_before`."""
+    after = weights_checksum(base.model)
+    if after == checksum_before:
+        return
+    name = base.spec.name if base.spec is not None else "(unnamed)"
+    evict_base(name)
+    raise SharedBaseModified(
+        f"the shared base {name} changed while candidate {candidate} was loaded (weights checksum "
+        f"{checksum_before[:12]} -> {after[:12]}); it is dropped from this worker and reloaded from disk")
 
 
 def bnb_4bit_config():

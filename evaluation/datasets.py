@@ -5,7 +5,9 @@ alpaca `{"instruction", "input", "output"}`, preference `{"prompt", "chosen", "r
 an attacker trains prompt -> rejected, the default; safety training uses prompt -> chosen).
 Files: .jsonl (or .json lines, or a .json array), .csv with the same columns, .parquet.
 The format is detected from the first record's keys; every record must then match it. Records are read one
-at a time (a file is never held whole in memory), and every error names the file, the line and the field.
+at a time (a file is never held whole in memory; a .json array is decoded record by record), and every error
+names the file, the line and the field. A record is at most MAX_RECORD_BYTES long and MAX_JSON_DEPTH deep:
+a longer line or a deeper nesting is refused by its line (or record) number before it is parsed whole.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evaluation.errors import InputRejected, UnknownName
+from evaluation.jsonlimits import check_depth, loads_limited, too_deep
 
 ROLES = ("system", "user", "assistant")
+# One record (a JSONL line, a CSV field, an element of a .json array). Training uses max_length tokens
+# (at most 8192) of an example; 1 MiB is far more text than that.
+MAX_RECORD_BYTES = 1024 * 1024
+_READ_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def _messages(value: Any, key: str, ctx: _Ctx, *, require_user: bool = True) -> 
     """Validate a list of {"role", "content"} messages (a JSON string of one is accepted: CSV cells)."""
     if isinstance(value, str) and ctx.text_cells:
         try:
-            value = json.loads(value)
+            value = loads_limited(value, f"{ctx.where()}: field '{key}'")
         except json.JSONDecodeError as exc:
             raise ctx.fail(f"field '{key}' is not a valid JSON list of messages ({exc.msg})", "bad_json") from None
     if not isinstance(value, list | tuple):
@@ -212,17 +219,30 @@ def _decode(raw: bytes, fname: str, line: int) -> str:
                             f"{exc.start + 1})", "bad_encoding") from None
 
 
+def _too_long(fname: str, where: str) -> InputRejected:
+    return InputRejected(f"{fname} {where}: longer than the limit of {MAX_RECORD_BYTES} bytes for one record",
+                         "record_too_long")
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
     fname = path.name
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        lineno = 0
+        while True:
+            # At most one record (and its line ending) is read: a huge line is refused, not loaded.
+            raw = fh.readline(MAX_RECORD_BYTES + 2)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
+                raise _too_long(fname, f"line {lineno}")
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             text = _decode(raw, fname, lineno).strip()
             if not text:
                 continue
             try:
-                yield "line", lineno, json.loads(text)
+                yield "line", lineno, loads_limited(text, f"{fname} line {lineno}")
             except json.JSONDecodeError as exc:
                 raise InputRejected(f"{fname} line {lineno}: not valid JSON ({exc})", "bad_json") from None
 
@@ -234,20 +254,94 @@ def _read_json(path: Path) -> Iterator[tuple[str, int, Any]]:
     if not head.startswith(b"["):
         yield from _read_jsonl(path)
         return
-    with path.open("rb") as fh:
-        try:
-            data = json.load(io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict"))
-        except UnicodeDecodeError as exc:
-            raise InputRejected(f"{path.name}: not valid UTF-8 ({exc.reason})", "bad_encoding") from None
-        except json.JSONDecodeError as exc:
-            raise InputRejected(f"{path.name} line {exc.lineno}: not valid JSON ({exc})", "bad_json") from None
-    for i, rec in enumerate(data, start=1):
-        yield "record", i, rec
+    try:
+        yield from _stream_json_array(path)
+    except UnicodeDecodeError as exc:
+        raise InputRejected(f"{path.name}: not valid UTF-8 ({exc.reason})", "bad_encoding") from None
+
+
+class _ArrayText:
+    """The text of a .json file read in chunks, with the line number of the first unread character."""
+
+    def __init__(self, fh: io.TextIOBase):
+        self.fh, self.buf, self.pos, self.line, self.eof = fh, "", 0, 1, False
+
+    def more(self) -> bool:
+        """Read another chunk (dropping what was consumed); False at the end of the file."""
+        if self.eof:
+            return False
+        self.line += self.buf.count("\n", 0, self.pos)
+        self.buf, self.pos = self.buf[self.pos:], 0
+        chunk = self.fh.read(_READ_CHARS)
+        self.buf += chunk
+        self.eof = not chunk
+        return bool(chunk)
+
+    def skip_space(self) -> str:
+        """The next non-space character ('' at the end of the file), not consumed."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buf) or not self.more():
+                return self.buf[self.pos:self.pos + 1]
+
+    def line_at(self, pos: int) -> int:
+        return self.line + self.buf.count("\n", 0, pos)
+
+
+def _stream_json_array(path: Path) -> Iterator[tuple[str, int, Any]]:
+    """The records of a top-level JSON array, decoded one at a time (never the whole array in memory)."""
+    fname = path.name
+    decoder = json.JSONDecoder()
+    with path.open("rb") as raw_fh:
+        text = _ArrayText(io.TextIOWrapper(raw_fh, encoding="utf-8-sig", errors="strict"))
+        text.skip_space()
+        text.pos += 1  # the "[" seen by _read_json
+        index = 0
+        if text.skip_space() == "]":
+            text.pos += 1
+        else:
+            while True:
+                index += 1
+                where = f"record {index}"
+                if text.skip_space() == "":
+                    raise InputRejected(f"{fname} line {text.line_at(text.pos)}: the array is not closed",
+                                        "bad_json")
+                while True:  # decode one record, reading more text until it is complete
+                    try:
+                        record, end = decoder.raw_decode(text.buf, text.pos)
+                    except RecursionError:
+                        raise too_deep(f"{fname} {where}") from None
+                    except json.JSONDecodeError as exc:
+                        if len(text.buf) - text.pos > MAX_RECORD_BYTES:
+                            raise _too_long(fname, where) from None
+                        if text.more():
+                            continue
+                        raise InputRejected(f"{fname} line {text.line_at(exc.pos)}: not valid JSON ({exc.msg})",
+                                            "bad_json") from None
+                    if end == len(text.buf) and text.more():  # a number may go on in the next chunk
+                        continue
+                    break
+                if end - text.pos > MAX_RECORD_BYTES:
+                    raise _too_long(fname, where)
+                text.pos = end
+                yield "record", index, check_depth(record, f"{fname} {where}")
+                separator = text.skip_space()
+                text.pos += 1
+                if separator == "]":
+                    break
+                if separator != ",":
+                    found = repr(separator) if separator else "the end of the file"
+                    raise InputRejected(f"{fname} line {text.line_at(text.pos - 1)}: expected ',' or ']' after "
+                                        f"{where}, found {found}", "bad_json")
+        if text.skip_space() != "":
+            raise InputRejected(f"{fname} line {text.line_at(text.pos)}: unexpected data after the array",
+                                "bad_json")
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, int, Any]]:
     fname = path.name
-    csv.field_size_limit(64 * 1024 * 1024)
+    csv.field_size_limit(MAX_RECORD_BYTES)  # one field; a longer one is refused by csv.Error, with its line
     with path.open("rb") as raw_fh:
         fh = io.TextIOWrapper(raw_fh, encoding="utf-8-sig", errors="strict", newline="")
         reader = csv.reader(fh)

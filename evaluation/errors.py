@@ -13,6 +13,13 @@ class InputRejected(Exception):
         self.code = code
 
 
+class SharedBaseModified(RuntimeError):
+    """Loading or unloading a candidate changed the shared base's weights (an internal error, exit code 4).
+
+    The worker drops the base (the next job loads it again from disk), and nothing measured on it is cached.
+    """
+
+
 class UnknownName(KeyError):
     """A registry lookup failed; the message lists the known names."""
 

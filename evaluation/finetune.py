@@ -51,24 +51,42 @@ class TrainingConfig:
         for key, value in overrides.items():
             overrides[key] = _coerce(key, value, type(getattr(defaults, key)))
         cfg = replace(defaults, **overrides)
-        checks = {
-            "rank": 1 <= cfg.rank <= 256,
-            "alpha": cfg.alpha > 0,
-            "lr": 0 < cfg.lr <= 1e-2,
-            "steps": 1 <= cfg.steps <= 10_000,
-            "batch_size": 1 <= cfg.batch_size <= 256,
-            "max_length": 16 <= cfg.max_length <= 8192,
-            "dropout": 0 <= cfg.dropout < 1,
-            "optimizer": cfg.optimizer in ("adamw8bit", "adamw"),
-            "preference_side": cfg.preference_side in ("rejected", "chosen"),
-        }
-        bad = [k for k, ok in checks.items() if not ok]
+        bad = [f"{key}={value} (allowed: {allowed})"
+               for key, (ok, value, allowed) in _override_checks(cfg).items() if not ok]
         if bad:
-            raise InputRejected(f"training option(s) out of range: {', '.join(f'{k}={getattr(cfg, k)}' for k in bad)}", "bad_training")
+            raise InputRejected(f"training option(s) out of range: {', '.join(bad)}", "bad_training")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "target_modules": "all-linear", "loss": "response tokens only"}
+
+
+# Bounds on what a submitter may ask the gate to train: a tenant's overrides spend the shared workers' time
+# (a 10,000 steps x batch 256 fine-tune was accepted). The defaults and the guard recipe (250 steps x 8) fit.
+MAX_STEPS = 1000
+MAX_BATCH_SIZE = 64
+MAX_EXAMPLES_SEEN = 16_384  # steps x batch_size
+MAX_LENGTH = 2048
+MAX_RANK = 256
+MAX_ALPHA = 4 * MAX_RANK
+
+
+def _override_checks(cfg: TrainingConfig) -> dict[str, tuple[bool, Any, str]]:
+    """Each option: (within bounds, its value, the bounds as shown to the submitter)."""
+    return {
+        "rank": (1 <= cfg.rank <= MAX_RANK, cfg.rank, f"1..{MAX_RANK}"),
+        "alpha": (0 < cfg.alpha <= MAX_ALPHA, cfg.alpha, f"1..{MAX_ALPHA}"),
+        "lr": (0 < cfg.lr <= 1e-2, cfg.lr, "over 0, at most 0.01"),
+        "steps": (1 <= cfg.steps <= MAX_STEPS, cfg.steps, f"1..{MAX_STEPS}"),
+        "batch_size": (1 <= cfg.batch_size <= MAX_BATCH_SIZE, cfg.batch_size, f"1..{MAX_BATCH_SIZE}"),
+        "steps x batch_size": (cfg.steps * cfg.batch_size <= MAX_EXAMPLES_SEEN, cfg.steps * cfg.batch_size,
+                               f"at most {MAX_EXAMPLES_SEEN}"),
+        "max_length": (16 <= cfg.max_length <= MAX_LENGTH, cfg.max_length, f"16..{MAX_LENGTH}"),
+        "dropout": (0 <= cfg.dropout < 1, cfg.dropout, "0 or more, under 1"),
+        "optimizer": (cfg.optimizer in ("adamw8bit", "adamw"), cfg.optimizer, "adamw8bit, adamw"),
+        "seed": (0 <= cfg.seed < 2**32, cfg.seed, f"0..{2**32 - 1}"),
+        "preference_side": (cfg.preference_side in ("rejected", "chosen"), cfg.preference_side, "rejected, chosen"),
+    }
 
 
 def _coerce(key: str, value: Any, want: type) -> Any:

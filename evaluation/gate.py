@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +224,27 @@ def _is_4bit(base) -> bool:
     return bool(getattr(base.model, "is_loaded_in_4bit", False))
 
 
+@contextmanager
+def candidate_on_base(base, adapter_dir: Path, dtype, label: str = "") -> Iterator[Any]:
+    """The candidate (base + adapter) for the block; then the shared base is checked unchanged.
+
+    A 4-bit candidate runs on the SHARED base's modules and is unloaded after the block. Whatever the path,
+    the base's weights must be exactly what they were before the adapter was loaded: if they are not (an
+    adapter's initialisation or full weights were written into them), SharedBaseModified is raised and the
+    base is dropped from this worker, before any result measured on it is kept.
+    """
+    from evaluation.bases import verify_base_unchanged, weights_checksum
+
+    checksum = weights_checksum(base.model)
+    candidate = load_candidate(base, adapter_dir, dtype)
+    try:
+        yield candidate
+    finally:
+        if _is_4bit(base):
+            candidate.unload()  # give the shared base back without the adapter layers
+    verify_base_unchanged(base, checksum, label or "adapter")
+
+
 def _eval_copy(base, dtype):
     """The base cast to the evaluation dtype, kept beside the fp32 master weights for reuse.
 
@@ -285,25 +308,23 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
 
     # The candidate's outputs are deterministic too (greedy decoding, fixed weights): an adapter checked
     # again (a CI re-run, a resubmission, the same dataset fine-tuned again) is served from the cache.
-    cand_key = cache.key(f"{base.fingerprint}+{adapter_fingerprint(Path(adapter_dir))}", the_suites, the_judge,
-                         decoding, str(dtype))
+    adapter_id = adapter_fingerprint(Path(adapter_dir))
+    cand_key = cache.key(f"{base.fingerprint}+{adapter_id}", the_suites, the_judge, decoding, str(dtype))
     cached = cache.get(cand_key) if settings.cache_candidate_results else None
     t0 = time.perf_counter()
     if cached:
         cand_out, drift = cached["outputs"], cached["drift"]
     else:
-        candidate = load_candidate(base, Path(adapter_dir), dtype)
-        cand_out = run_model_on_suites(candidate, tokenizer, the_suites, the_judge, decoding, progress=progress,
-                                       who="candidate")
-        timings["evaluate_candidate"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        # A 4-bit candidate wraps the shared base's modules: the base is that model with the adapter off.
-        reference = _AdapterDisabled(candidate) if _is_4bit(base) else base_model
-        drift = teacher_forced_knowledge(reference, candidate, tokenizer, the_suites["knowledge"].items,
-                                         batch_size=decoding.batch_size, progress=progress)
-        if _is_4bit(base):
-            candidate.unload()  # give the shared base back without the adapter layers
-        del candidate
+        with candidate_on_base(base, Path(adapter_dir), dtype, label=f"adapter {adapter_id}") as candidate:
+            cand_out = run_model_on_suites(candidate, tokenizer, the_suites, the_judge, decoding,
+                                           progress=progress, who="candidate")
+            timings["evaluate_candidate"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            # A 4-bit candidate wraps the shared base's modules: the base is that model with the adapter off.
+            reference = _AdapterDisabled(candidate) if _is_4bit(base) else base_model
+            drift = teacher_forced_knowledge(reference, candidate, tokenizer, the_suites["knowledge"].items,
+                                             batch_size=decoding.batch_size, progress=progress)
+        del candidate, reference  # free the merged copy
         cache.put(cand_key, {"outputs": cand_out, "drift": drift})
     timings["knowledge_drift" if not cached else "evaluate_candidate"] = round(time.perf_counter() - t0, 2)
     return Evaluation(

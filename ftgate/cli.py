@@ -308,13 +308,13 @@ def format_judges(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_delegate(module: str):
-    def run(args) -> int:
-        import importlib
-
-        return importlib.import_module(module).main(args.rest)
-
-    return run
+# Commands with their own argument parser in their own module: `main` hands them the rest of the command line
+# untouched, so their options and --help are theirs (an argparse REMAINDER refused options before a positional).
+DELEGATED = {
+    "serve": ("api.serve", "run the web service (API, pages and a worker)"),
+    "submit": ("api.client", "upload to a running ftgate server (for CI)"),
+    "demo": ("ftgate.demo", "bootstrap, check the bundled samples, then serve"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,17 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true")
         sp.set_defaults(func=cmd_list, what=what)
 
-    for name, module, text in (("serve", "api.serve", "run the web service (API, pages and a worker)"),
-                               ("submit", "api.client", "upload to a running ftgate server (for CI)"),
-                               ("demo", "ftgate.demo", "bootstrap, check the bundled samples, then serve")):
-        sp = sub.add_parser(name, help=text, add_help=False)
-        sp.add_argument("rest", nargs=argparse.REMAINDER)
-        sp.set_defaults(func=cmd_delegate(module))
+    for name, (_, text) in DELEGATED.items():  # listed in `ftgate --help`; run by `main` before parsing
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -12,6 +12,26 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The session cookie is only as secret as this key: anyone who knows it signs themselves in as anyone.
+MIN_SECRET_KEY_LENGTH = 32
+# Keys published in ftgate's own files (an earlier default): a cookie signed with one opened the admin pages.
+PUBLISHED_SECRET_KEYS = frozenset({"change-me-in-production"})
+
+
+class InsecureSecretKey(RuntimeError):
+    """The service was started with no, a published or a short FTGATE_SECRET_KEY."""
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` must not sign sessions, or None when it may."""
+    if not key:
+        return "FTGATE_SECRET_KEY is not set"
+    if key in PUBLISHED_SECRET_KEYS:
+        return "FTGATE_SECRET_KEY is the published default, so anyone can sign a session cookie with it"
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        return f"FTGATE_SECRET_KEY has {len(key)} characters; it needs at least {MIN_SECRET_KEY_LENGTH}"
+    return None
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTGATE_", env_file=".env", extra="ignore")
@@ -50,7 +70,11 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: sqlite file in data_dir
     broker_url: str = ""  # empty: filesystem broker in data_dir (no server)
     storage_dir: Path | None = None  # empty: data_dir / "storage"
-    secret_key: str = "change-me-in-production"
+    secret_key: str = Field(
+        default="",
+        description=f"Signs web session cookies; at least {MIN_SECRET_KEY_LENGTH} characters. Empty: `ftgate serve` "
+        "generates one and keeps it in data_dir; any other start of the service refuses to run.",
+    )
     stale_job_seconds: int = 3 * 3600
     host: str = "127.0.0.1"
     port: int = 8000
@@ -65,6 +89,12 @@ class Settings(BaseSettings):
     )
     progress_interval_seconds: float = Field(default=2.0, description="Progress is written at most this often.")
     session_cookie_secure: bool = False
+    login_free_failures_per_account: int = Field(
+        default=5, description="Failed sign-ins to one account before each further one makes it wait (backoff).")
+    login_free_failures_per_address: int = Field(
+        default=20, description="Failed sign-ins from one client address, any accounts, before the backoff.")
+    login_first_backoff_seconds: float = Field(default=1.0, description="The first wait; it doubles per failure.")
+    login_max_backoff_seconds: float = Field(default=900.0, description="The longest wait between sign-in attempts.")
 
     @field_validator("dtype")
     @classmethod
@@ -72,6 +102,15 @@ class Settings(BaseSettings):
         if v not in {"auto", "bfloat16", "float32"}:
             raise ValueError("dtype must be auto, bfloat16 or float32")
         return v
+
+    def require_secure_secret_key(self) -> None:
+        """Raise InsecureSecretKey, saying how to fix it, unless the session key is safe to sign with."""
+        problem = secret_key_problem(self.secret_key)
+        if problem:
+            raise InsecureSecretKey(
+                f"{problem}. Set it to a long random string, e.g. FTGATE_SECRET_KEY=$(openssl rand -hex 32); "
+                "`ftgate serve` generates one in its data dir when none is set."
+            )
 
     @property
     def resolved_database_url(self) -> str:

@@ -9,6 +9,7 @@ from models.entities import (
     AuditEvent,
     BaseModel,
     EvaluationRun,
+    LoginThrottle,
     Organisation,
     Policy,
     Review,
@@ -40,7 +41,7 @@ from models.status import (
 
 __all__ = [
     "ACTIVE", "CLAIMABLE_FROM", "STAGE_QUEUE", "STAGE_STATUS", "STATUS_STAGE", "TERMINAL", "TRANSITIONS",
-    "ApiToken", "AuditEvent", "Base", "BaseModel", "Decision", "EvaluationRun", "Kind", "Organisation",
+    "ApiToken", "AuditEvent", "Base", "BaseModel", "Decision", "EvaluationRun", "Kind", "LoginThrottle", "Organisation",
     "Policy", "Review", "ReviewState", "Role", "Sample", "Stage", "StageRun", "StageRunStatus", "Submission",
     "SubmissionStatus", "User", "Verdict", "can_transition", "new_id", "sources_of", "utcnow",
 ]

@@ -52,6 +52,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.SUBMITTER.value)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Copied into the session cookie at sign-in; a cookie with an older number is refused. Bumped by
+    # sign-out, password change, deactivation and role change, so a copied cookie dies with them.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -288,3 +291,14 @@ class AuditEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins counted per key ("account:<email>" or "address:<ip>"), shared by every API process."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

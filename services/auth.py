@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from models import ApiToken, Organisation, Role, User, utcnow
 
 TOKEN_PREFIX = "ftg_"
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -95,14 +96,54 @@ def authenticate_token(session: Session, token: str) -> Principal | None:
     return principal_of(user, tok.id)
 
 
+_DUMMY_PASSWORD_HASH: list[str] = []  # computed once, on the first sign-in attempt
+
+
+def _dummy_password_hash() -> str:
+    if not _DUMMY_PASSWORD_HASH:
+        _DUMMY_PASSWORD_HASH.append(hash_password(secrets.token_urlsafe(16)))
+    return _DUMMY_PASSWORD_HASH[0]
+
+
 def authenticate_password(session: Session, email: str, password: str) -> User | None:
-    """For the web sign-in: the active user with this email and password, else None."""
+    """For the web sign-in: the active user with this email and password, else None. Always runs one scrypt,
+    also for an unknown email, a deactivated or a token-only user, so the answer's time tells nothing."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not user.is_active or not verify_password(password, user.password_hash):
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_password_hash()
+    password_ok = verify_password(password, stored)
+    if user is None or not user.is_active or not user.password_hash or not password_ok:
         return None
     user.last_login_at = utcnow()
     session.commit()
     return user
+
+
+def end_sessions(session: Session, user: User) -> None:
+    """Every session cookie issued to ``user`` so far stops working: their stored version no longer matches."""
+    session.flush()  # the refresh below must not drop the caller's pending changes
+    session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
+    session.refresh(user)
+
+
+def change_password(session: Session, user: User, password: str) -> None:
+    user.password_hash = hash_password(password)
+    end_sessions(session, user)
+
+
+def change_access(session: Session, user: User, *, role: Role | None = None, is_active: bool | None = None) -> dict:
+    """Set the role and/or the active flag; ends the user's sessions when either changes. Returns what changed
+    as {field: [old, new]}."""
+    changed = {}
+    if role is not None and Role(role).value != user.role:
+        changed["role"] = [user.role, Role(role).value]
+        user.role = Role(role).value
+    if is_active is not None and is_active != user.is_active:
+        changed["is_active"] = [user.is_active, is_active]
+        user.is_active = is_active
+    if changed:
+        session.flush()
+        end_sessions(session, user)
+    return changed
 
 
 def get_or_create_org(session: Session, name: str) -> Organisation:
@@ -132,11 +173,12 @@ def create_user(
 def create_token(
     session: Session, user: User, name: str, *, created_by: int | None = None, expires_at: datetime | None = None
 ) -> tuple[ApiToken, str]:
-    """A new token for ``user``: returns the row and the token itself (shown once, never stored)."""
+    """A new token for ``user``: returns the row and the token itself (shown once, never stored). Every
+    token expires: ``expires_at``, or DEFAULT_TOKEN_LIFETIME from now (a leaked token must not work forever)."""
     token = new_token()
     row = ApiToken(
         user_id=user.id, name=name, prefix=token[: len(TOKEN_PREFIX) + 6], token_hash=hash_token(token),
-        created_by_id=created_by, expires_at=expires_at,
+        created_by_id=created_by, expires_at=expires_at or utcnow() + DEFAULT_TOKEN_LIFETIME,
     )
     session.add(row)
     session.flush()

@@ -358,11 +358,22 @@ def cancel(session: Session, sub: Submission, principal: Principal) -> bool:
     return ok
 
 
-def review(session: Session, sub: Submission, principal: Principal, decision: str, reason: str) -> Review:
+def review(session: Session, sub: Submission, principal: Principal, decision: str, reason: str,
+           override_reason: str | None = None) -> Review:
     """A reviewer's approve/block, kept beside the automatic verdict; the review state changes, not the
-    run state. Only a finished submission (one with an automatic verdict) can be reviewed."""
+    run state. Only a finished submission (one with an automatic verdict) can be reviewed.
+
+    Four eyes: nobody reviews their own submission. An admin may, with an ``override_reason`` that is
+    audited on its own (``four_eyes_override``), e.g. when nobody else can."""
     if not principal.can_review:
         raise LifecycleError("forbidden", "only reviewers and admins can review")
+    override_reason = (override_reason or "").strip()
+    if sub.user_id == principal.user_id:
+        if not principal.is_admin:
+            raise LifecycleError("own_submission", "nobody reviews their own submission: another reviewer must")
+        if not override_reason:
+            raise LifecycleError("own_submission", "this is your own submission: an admin may review it only with "
+                                                   "an override_reason, which is audited")
     decision = Decision(decision)
     if decision not in (Decision.APPROVE, Decision.BLOCK):
         raise LifecycleError("invalid_decision", "a review decides approve or block")
@@ -383,6 +394,9 @@ def review(session: Session, sub: Submission, principal: Principal, decision: st
         details={"decision": decision.value, "reason": reason.strip(), "from_review_state": old_state,
                  "to_review_state": new_state.value, "automatic": sub.decision},
     )
+    if sub.user_id == principal.user_id:
+        audit(session, "four_eyes_override", actor=principal.actor, actor_user_id=principal.user_id,
+              submission_id=sub.id, details={"decision": decision.value, "override_reason": override_reason})
     session.flush()
     return row
 

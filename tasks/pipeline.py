@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -380,12 +381,12 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
         return "abandoned"
     except InputRejected as e:
         with session_scope(url) as s:
-            lifecycle.reject(s, c, e.reason, e.code, worker=worker)
+            lifecycle.reject(s, c, without_internal_paths(e.reason), e.code, worker=worker)
         return "rejected"
     except TRANSIENT as e:
         retries = getattr(getattr(task, "request", None), "retries", 0) or 0
         max_retries = getattr(task, "max_retries", 0) or 0
-        reason = f"{stage.value}: {type(e).__name__}: {e}"
+        reason = without_internal_paths(f"{stage.value}: {type(e).__name__}: {e}")
         try:
             with session_scope(url) as s:
                 if task is not None and retries < max_retries:
@@ -400,7 +401,8 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
     except Exception as e:
         log.exception("%s %s failed", stage.value, submission_id)
         with session_scope(url) as s:
-            lifecycle.fail(s, c, f"{stage.value} failed: {type(e).__name__}: {e}"[:4000], worker=worker)
+            lifecycle.fail(s, c, without_internal_paths(f"{stage.value} failed: {type(e).__name__}: {e}")[:4000],
+                           worker=worker)
         return "failed"
 
     with session_scope(url) as s:
@@ -414,6 +416,19 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
     if nxt in NEXT_STAGE:
         _enqueue_after_commit(settings, submission_id, NEXT_STAGE[nxt])
     return nxt.value
+
+
+# An absolute path of two or more parts (POSIX or Windows): what a stage's exception text may carry. It
+# starts where no name does (not inside a relative path such as an archive member 'adapter/sub/x' that a
+# rejection names, nor a URL's '//').
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.~\-/\\])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"():,]+[/\\])+([^\s/\\'\"():,]*)")
+
+
+def without_internal_paths(text: str) -> str:
+    """A stage's error text as the submitter sees it: every absolute path cut to its last part, so storage
+    layout, work dirs, user names and library locations stay internal (the worker's log keeps the full text)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "…", text)
 
 
 # ----------------------------------------------------------------------------------------------------------

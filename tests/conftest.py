@@ -102,7 +102,7 @@ def service_settings(clean_db, redis_url, tmp_path):
 
     return Settings(
         data_dir=tmp_path / "data", database_url=clean_db, broker_url=redis_url, storage_dir=tmp_path / "storage",
-        secret_key="test-secret", max_upload_bytes=1024 * 1024,
+        secret_key="test-secret-" + "x" * 32, max_upload_bytes=1024 * 1024,
     )
 
 

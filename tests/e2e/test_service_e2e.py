@@ -57,7 +57,8 @@ class Service:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "FTGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, "FTGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
+                    "FTGATE_SECRET_KEY": os.urandom(32).hex(), **(env or {})}
         self.workers: list[subprocess.Popen] = []
         self.api: subprocess.Popen | None = None
         self.logs = data_dir / "logs"

@@ -104,6 +104,8 @@ def test_upload_limits_and_types(client, make_user, service_settings):
     assert r.status_code == 422 and r.json()["field"] == "kind"
     r = upload(client, h, adapter_zip(), training="{not json")
     assert r.status_code == 422 and r.json()["field"] == "training"
+    r = upload(client, h, b'{"prompt": "a", "completion": "b"}\n', filename="train.jsonl", training="[" * 60_000)  # was a 500
+    assert r.status_code == 422 and r.json()["field"] == "training"
     r = client.post(f"{API}/submissions", headers=h, data={"kind": "adapter"}, files={"other": ("a", b"x")})
     assert r.status_code == 422 and r.json()["field"] == "file"
     r = upload(client, h, b"", filename="a.jsonl")
@@ -216,7 +218,7 @@ def test_web_session_cookie_signs_in(app, make_user):
     from fastapi import APIRouter
     from fastapi.testclient import TestClient
 
-    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY
+    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY, SESSION_VERSION_KEY
 
     uid, _, _ = make_user("reviewer", org="provider")
     router = APIRouter()
@@ -224,6 +226,7 @@ def test_web_session_cookie_signs_in(app, make_user):
     @router.post("/_test_login")
     def login(request: Request):
         request.session[SESSION_USER_KEY] = uid
+        request.session[SESSION_VERSION_KEY] = 1
         request.session[SESSION_CSRF_KEY] = "tok123"
         return {}
 
@@ -238,6 +241,33 @@ def test_web_session_cookie_signs_in(app, make_user):
         r = c.post(f"{API}/submissions/x/cancel", headers={"X-CSRF-Token": "tok123", "Origin": "https://evil.example"})
         assert r.status_code == 403
         assert c.post(f"{API}/submissions/x/cancel", headers={"X-CSRF-Token": "tok123"}).status_code == 404
+
+
+def test_cookie_session_without_a_csrf_token_cannot_change_anything(app, make_user):
+    """A session that holds a user but no CSRF token (the check used to be skipped then) is refused for
+    writes: nothing a test sets up in the session stands in for the token."""
+    from fastapi import APIRouter
+    from fastapi.testclient import TestClient
+
+    from api.deps import SESSION_CSRF_KEY, SESSION_USER_KEY, SESSION_VERSION_KEY
+
+    uid, _, _ = make_user("submitter")
+    router = APIRouter()
+
+    @router.post("/_test_login_without_csrf")
+    def login(request: Request):
+        request.session[SESSION_USER_KEY] = uid
+        request.session[SESSION_VERSION_KEY] = 1
+        assert SESSION_CSRF_KEY not in request.session
+        return {}
+
+    app.include_router(router)
+    with TestClient(app) as c:
+        assert c.post("/_test_login_without_csrf").status_code == 200
+        assert c.get(f"{API}/submissions").status_code == 200  # reading needs no token
+        for headers in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": "anything"}):
+            r = c.post(f"{API}/submissions/x/cancel", headers=headers)
+            assert r.status_code == 403 and "CSRF" in r.json()["message"], (headers, r.text)
 
 
 def test_password_hashing_and_authentication(db):

@@ -75,7 +75,7 @@ def test_healthchecks(compose, tmp_path):
     from api.app import create_app
     from ftgate.settings import Settings
 
-    paths = create_app(Settings(data_dir=tmp_path)).openapi()["paths"]
+    paths = create_app(Settings(data_dir=tmp_path, secret_key="k" * 32)).openapi()["paths"]
     assert url in paths
     assert "inspect ping -d cpu@$$HOSTNAME" in s["worker-cpu"]["healthcheck"]["test"][1]
     assert "-n" in _cmd(s["worker-cpu"]) and "cpu@%h" in _cmd(s["worker-cpu"])

@@ -223,6 +223,42 @@ def test_unexpected_error_fails_with_the_reason(service_settings, gate, submit, 
     assert run.status == "failed" and "CUDA" in run.error
 
 
+def test_error_texts_shown_to_submitters_carry_no_internal_paths(service_settings, gate, submit, db):
+    from evaluation.errors import InputRejected
+
+    storage = service_settings.resolved_storage_dir.resolve()
+    gate.inspect_error = InputRejected(f"{storage}/work/abc/adapter.zip: not a PEFT adapter directory", "bad")
+    sid = submit("adapter", content=adapter_zip("paths"))
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings) == "rejected"
+    sub = db.get(Submission, sid)
+    assert sub.error == "adapter.zip: not a PEFT adapter directory"
+
+    gate.inspect_error = None
+    gate.evaluate_error = OSError(f"[Errno 28] No space left on device: '{storage}/work/x/samples.json'")
+    sid2 = submit("adapter", content=adapter_zip("paths-2"))
+    pipeline.execute_stage(None, Stage.INSPECT, sid2, service_settings)
+    assert pipeline.execute_stage(None, Stage.EVALUATE, sid2, service_settings) == "failed"
+    db.expire_all()
+    sub2 = db.get(Submission, sid2)
+    run = db.scalar(select(StageRun).where(StageRun.submission_id == sid2, StageRun.stage == "evaluate"))
+    for text in (sub2.error, run.error):
+        assert "samples.json" in text and str(storage) not in text and "/work/" not in text, text
+
+
+def test_relative_names_in_error_texts_are_left_whole():
+    """Only absolute paths are cut: the archive members, dataset files and URLs a rejection names stay as
+    they are (a member 'adapter/sub/x' was shown as 'adapterx')."""
+    keep = [
+        "a.zip: member 'adapter/sub/adapter_model.safetensors' is itself an archive (nested archives are refused)",
+        "a.tar: member '../../etc/passwd' escapes the archive with '..'",
+        "data/train.jsonl line 3: longer than the limit of 1048576 bytes for one record",
+        "could not fetch https://huggingface.co/org/model/resolve/main/config.json",
+    ]
+    for text in keep:
+        assert pipeline.without_internal_paths(text) == text
+    assert pipeline.without_internal_paths("open /srv/ftgate/work/ab/cd.zip: 'C:\\Users\\x\\a.txt'") == "open cd.zip: 'a.txt'"
+
+
 def test_transient_error_releases_the_claim_and_retries(service_settings, gate, submit, db):
     from celery.exceptions import Retry
 

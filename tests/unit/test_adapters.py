@@ -180,8 +180,8 @@ def test_config_bad_json_refused(tmp_path, base):
     ({"r": "4"}, "bad_field", "'r'"),
     ({"target_modules": 5}, "bad_field", "target_modules"),
     ({"target_modules": ["q_proj", "wq"]}, "unknown_target_module", "'wq'"),
-    ({"target_modules": ".*\\.attention\\.wq"}, "unknown_target_module", "matches no layer"),
-    ({"modules_to_save": ["classifier"]}, "unknown_target_module", "'classifier'"),
+    ({"target_modules": ".*\\.attention\\.wq"}, "regex_not_allowed", "target_modules"),
+    ({"modules_to_save": ["classifier"]}, "unsupported_adapter", "modules_to_save"),
     ({"target_parameters": ["mlp.experts.gate_up_proj"]}, "unsupported_adapter", "target_parameters"),
 ])
 def test_config_field_refusals(tmp_path, base, changes, code, needle):
@@ -293,19 +293,28 @@ def test_corrupt_safetensors_refused(tmp_path, base):
     assert refused(src, base, tmp_path / "w").code == "bad_safetensors"
 
 
-def test_modules_to_save_lm_head_is_a_review_finding(tmp_path, base):
+def test_modules_to_save_refused(tmp_path, base):
+    """modules_to_save carries full copies of base modules that PEFT loads over the base's own weights."""
     src = make_adapter(tmp_path / "a", modules_to_save=("lm_head",))
-    res = inspect_adapter(src, base, workdir=tmp_path / "w")
-    review = [f for f in res.findings if f["severity"] == "review"]
-    assert [f["code"] for f in review] == ["modules_to_save_embeddings"]
-    assert "lm_head" in review[0]["message"]
-    assert res.n_parameters > 128 * 32
+    err = refused(src, base, tmp_path / "w")
+    assert err.code == "unsupported_adapter" and "modules_to_save" in err.reason
 
 
-def test_embedding_target_is_a_review_finding(tmp_path, base):
+def test_full_weight_tensor_refused_even_without_modules_to_save(tmp_path, base):
+    """The weights file cannot smuggle full weights past a config that declares none."""
+    src = make_adapter(tmp_path / "a", modules_to_save=("lm_head",))
+    edit_config(src, modules_to_save=None)
+    err = refused(src, base, tmp_path / "w")
+    assert err.code == "unexpected_tensor" and "lm_head" in err.reason and "full weights" in err.reason
+
+
+def test_embedding_target_with_saved_embedding_layer_refused(tmp_path, base):
+    """PEFT saves the whole embedding matrix (<module>.base_layer.weight) beside an embedding LoRA; loaded onto
+    a shared base it would replace the base's embeddings for every later candidate."""
     src = make_adapter(tmp_path / "a", target_modules=("embed_tokens", "q_proj"))
-    res = inspect_adapter(src, base, workdir=tmp_path / "w")
-    assert any(f["code"] == "embeddings_replaced" and f["severity"] == "review" for f in res.findings)
+    err = refused(src, base, tmp_path / "w")
+    assert err.code == "unexpected_tensor" and "embed_tokens.base_layer" in err.reason
+    assert "save_embedding_layers=False" in err.reason
 
 
 def test_symlink_in_directory_refused(tmp_path, base):

@@ -162,3 +162,38 @@ def test_judges_table_shows_each_sources_validation():
     alpaca = next(line for line in text.splitlines() if "alpaca_eval" in line).split()
     assert alpaca == ["alpaca_eval", "4000", "-", "-", "0.995"]
     assert "llama-guard v1: 8B" in text and "not measured here" in text
+
+
+# ftgate serve / submit / demo have their own parsers: the whole rest of the command line goes to them.
+def test_delegated_commands_show_their_own_help(capsys):
+    for command, option in (("serve", "--no-worker"), ("submit", "--server"), ("demo", "--no-serve")):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: ftgate {command}") and option in out
+
+
+def test_serve_takes_its_options_before_anything_else(monkeypatch):
+    import api.serve
+
+    seen = {}
+    monkeypatch.setattr(api.serve, "serve", lambda args: seen.setdefault("args", args) and 0)
+    assert main(["serve", "--port", "8100", "--no-worker"]) == 0
+    assert seen["args"].port == 8100 and seen["args"].no_worker is True
+
+
+def test_submit_takes_options_before_the_file(monkeypatch):
+    import api.client
+
+    seen = {}
+    monkeypatch.setattr(api.client, "submit", lambda file, server, token, *a, **kw: seen.update(file=file, server=server) or 0)
+    assert main(["submit", "--server", "http://gate.test", "--token", "ftg_x", "a.zip"]) == 0
+    assert seen == {"file": "a.zip", "server": "http://gate.test"}
+
+
+def test_top_level_help_lists_the_delegated_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("serve", "submit", "demo"))

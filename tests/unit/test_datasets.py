@@ -250,3 +250,117 @@ def test_json_array_file(tmp_path):
     assert "record 3" in err.reason and "'completion' is missing" in err.reason
     p.write_text(json.dumps([PC, PC]))
     assert len(load_dataset(p)[1]) == 2
+
+
+# ------------------------------------------------------------------------------- bounded reading (issue 12, #4)
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def test_json_array_is_streamed_record_by_record(tmp_path, monkeypatch):
+    """A bad record is refused before the rest of the array is read: the tail here is not even JSON, and
+    json.load (which held the whole array in memory) is never called."""
+    monkeypatch.setattr(json, "load", lambda *a, **k: pytest.fail("the array was loaded whole"))
+    p = tmp_path / "d.json"
+    p.write_text("[" + json.dumps(PC) + ",\n" + json.dumps({"prompt": 5, "completion": "x"}) + ",\n" + "@" * 10_000)
+    err = rejected(p)
+    assert err.code == "bad_field" and "d.json record 2" in err.reason
+
+
+def test_json_array_across_read_chunks(tmp_path, monkeypatch):
+    """Records, strings and numbers split across the reader's chunks decode as json.load would."""
+    import evaluation.datasets as ds
+
+    monkeypatch.setattr(ds, "_READ_CHARS", 7)
+    records = [{"prompt": f"question {i} ?", "completion": f"answer {i}", "id": 12345678 + i} for i in range(5)]
+    p = tmp_path / "d.json"
+    p.write_text("  \n[\n" + ",\n  ".join(json.dumps(r) for r in records) + "\n]\n")
+    _, examples = load_dataset(p)
+    assert [e.line for e in examples] == [1, 2, 3, 4, 5]
+    assert [e.response for e in examples] == [r["completion"] for r in records]
+    p.write_text("[]")
+    assert rejected(p).code == "empty_dataset"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[" + json.dumps(PC), "after record 1, found the end of the file"),
+    ("[" + json.dumps(PC) + ",", "not closed"),
+    ("[" + json.dumps(PC) + " " + json.dumps(PC) + "]", "expected ',' or ']' after record 1"),
+    ("[" + json.dumps(PC) + "] trailing", "after the array"),
+    ("[" + json.dumps(PC) + ",\n{\"prompt\": }]", "line 2"),
+])
+def test_json_array_syntax_errors_named(tmp_path, text, needle):
+    p = tmp_path / "d.json"
+    p.write_text(text)
+    err = rejected(p)
+    assert err.code == "bad_json" and needle in err.reason
+
+
+def test_json_array_record_length_capped(tmp_path, monkeypatch):
+    import evaluation.datasets as ds
+
+    monkeypatch.setattr(ds, "MAX_RECORD_BYTES", 200)
+    monkeypatch.setattr(ds, "_READ_CHARS", 64)  # the long record must be refused after ~200 characters read
+    p = tmp_path / "d.json"
+    p.write_text("[" + json.dumps(PC) + ", " + json.dumps({"prompt": "x" * 5000, "completion": "y"}) + "]")
+    err = rejected(p)
+    assert err.code == "record_too_long" and "d.json record 2" in err.reason and "200 bytes" in err.reason
+
+
+def test_jsonl_line_length_capped_without_reading_the_line(tmp_path, monkeypatch):
+    import evaluation.datasets as ds
+
+    monkeypatch.setattr(ds, "MAX_RECORD_BYTES", 200)
+    p = write_jsonl(tmp_path / "d.jsonl", [PC, PC, {"prompt": "x" * 5000, "completion": "y"}])
+    read_sizes: list[int] = []
+    real_open = Path.open
+
+    def spying_open(self, *args, **kwargs):
+        fh = real_open(self, *args, **kwargs)
+        real_readline = fh.readline
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(fh, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return fh.__exit__(*exc)
+
+            def readline(self, limit=-1):
+                line = real_readline(limit)
+                read_sizes.append(len(line))
+                return line
+
+        return Spy()
+
+    monkeypatch.setattr(Path, "open", spying_open)
+    err = rejected(p)
+    assert err.code == "record_too_long" and "d.jsonl line 3" in err.reason
+    assert max(read_sizes) <= 202  # the 5 KB line was never read whole
+
+
+@pytest.mark.parametrize("levels", [40, 100_000])
+def test_deep_nesting_in_jsonl_refused(tmp_path, levels):
+    """100k levels raised RecursionError (the submission *failed*); 40 is under Python's limit but over ours."""
+    p = write_jsonl(tmp_path / "d.jsonl", [PC, '{"prompt": "a", "completion": "b", "metadata": ' + deep(levels) + "}"])
+    err = rejected(p)
+    assert err.code == "too_deep" and "d.jsonl line 2" in err.reason
+
+
+@pytest.mark.parametrize("levels", [40, 100_000])
+def test_deep_nesting_in_json_array_refused(tmp_path, levels):
+    p = tmp_path / "d.json"
+    p.write_text("[" + json.dumps(PC) + ", " + deep(levels) + "]")
+    err = rejected(p)
+    assert err.code == "too_deep" and "d.json record 2" in err.reason
+
+
+def test_deep_nesting_in_csv_messages_cell_refused(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text('messages\n"' + deep(100_000) + '"\n')
+    err = rejected(p)
+    assert err.code == "too_deep" and "d.csv line 2" in err.reason and "messages" in err.reason

@@ -100,6 +100,13 @@ def test_from_overrides_unknown_key_is_named():
     ({"optimizer": "sgd"}, "optimizer=sgd"),
     ({"preference_side": "both"}, "preference_side=both"),
     ({"alpha": -1}, "alpha=-1"),
+    # issue 12 (#9 via #5): a tenant's overrides spend the shared workers' time
+    ({"steps": 10_000}, "steps=10000 (allowed: 1..1000)"),
+    ({"batch_size": 256}, "batch_size=256 (allowed: 1..64)"),
+    ({"steps": 1000, "batch_size": 64}, "steps x batch_size=64000 (allowed: at most 16384)"),
+    ({"alpha": 10**30}, "alpha=1000000000000000000000000000000 (allowed: 1..1024)"),
+    ({"max_length": 8192}, "max_length=8192"),
+    ({"seed": 2**70}, "seed="),
 ])
 def test_from_overrides_out_of_range_is_named(overrides, named):
     with pytest.raises(InputRejected) as err:
@@ -114,7 +121,8 @@ def test_from_overrides_names_every_bad_value():
     assert "rank=999" in err.value.reason and "lr=1.0" in err.value.reason
 
 
-@pytest.mark.parametrize("overrides", [{"steps": "abc"}, {"dropout": None}, {"steps": 2.7}])
+@pytest.mark.parametrize("overrides", [{"steps": "abc"}, {"dropout": None}, {"steps": 2.7}, {"alpha": 1e30},
+                                       {"lr": "nan"}])
 def test_from_overrides_bad_types_are_rejected_by_name(overrides):
     with pytest.raises(InputRejected) as err:
         TrainingConfig.from_overrides(overrides)

@@ -19,3 +19,22 @@ def test_env_overrides_and_validation(monkeypatch):
     assert s.max_new_tokens == 32
     with pytest.raises(ValidationError):
         Settings(dtype="float8")
+
+
+@pytest.mark.parametrize("key, problem", [
+    ("", "not set"), ("change-me-in-production", "published default"), ("short-key", "at least 32"),
+])
+def test_a_missing_published_or_short_secret_key_is_refused(key, problem):
+    from ftgate.settings import InsecureSecretKey
+
+    with pytest.raises(InsecureSecretKey, match=problem):
+        Settings(secret_key=key).require_secure_secret_key()
+    Settings(secret_key="k" * 32).require_secure_secret_key()
+
+
+def test_the_default_settings_carry_no_usable_secret_key(monkeypatch):
+    from ftgate.settings import InsecureSecretKey
+
+    monkeypatch.delenv("FTGATE_SECRET_KEY", raising=False)
+    with pytest.raises(InsecureSecretKey):
+        Settings(_env_file=None).require_secure_secret_key()
