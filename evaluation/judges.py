@@ -400,8 +400,9 @@ class EmbeddedJudge(Judge):
     description = (
         "Two calibrated heads over frozen all-MiniLM-L6-v2 embeddings of the request, the response and its "
         "opening, plus refusal rules: 'refused' (full or partial refusal) and 'complied' (substantive help "
-        "with a harmful request); trained on public human-labelled model outputs and validated leave-one-"
-        "source-out. Also scores request harmfulness for screening. Runs on a CPU."
+        "with a harmful request); trained on public model outputs labelled by people (compliance) and by an "
+        "LLM annotator (refusal; silver), validated leave-one-source-out. Also scores request harmfulness "
+        "for screening. Runs on a CPU."
     )
 
     def __init__(self, *, weights: Path = EMBEDDED_WEIGHTS, encoder: MiniLMEncoder | None = None):
@@ -546,7 +547,7 @@ def list_judges(*, with_accuracy: bool = True) -> list[dict[str, Any]]:
             "description": cls.description,
             "default": name == DEFAULT_JUDGE,
             "validation": None if scores is None else {
-                "method": "leave-one-source-out" if name == EmbeddedJudge.name else "no training: all rows",
+                "method": "leave-one-source-out" if name == EmbeddedJudge.name else "no training: scored on the same rows",
                 "per_source": validation_summary(scores),
             },
         })
