@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.bases import sha256_file
+from evaluation.judges import read_jsonl
+
 HEADS: tuple[str, ...] = ("refused", "complied")
 OPENING_WORDS = 24  # the opening a refusal is read from: "I'm sorry, but I can't help with that because..."
 
@@ -56,11 +59,6 @@ class LabelledRequest:
     kind: str
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _optional_bool(row: dict, key: str) -> bool | None:
     value = row.get(key)
     if value is None:
@@ -78,7 +76,7 @@ def load_responses(path: Path) -> list[LabelledResponse]:
             refused=_optional_bool(r, "refused"), label_origin=str(r.get("label_origin") or "human"),
             refused_origin=r.get("refused_origin"),
         )
-        for r in _read_jsonl(path)
+        for r in read_jsonl(path)
     ]
 
 
@@ -86,16 +84,8 @@ def load_requests(path: Path) -> list[LabelledRequest]:
     return [
         LabelledRequest(source=str(r["source"]), id=str(r["id"]), request=str(r["request"]),
                         harmful=bool(r["harmful"]), kind=str(r.get("kind") or ""))
-        for r in _read_jsonl(path)
+        for r in read_jsonl(path)
     ]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -475,7 +465,7 @@ def template_rows(data_dir: Path) -> list[LabelledResponse]:
 
     rows = []
     for name in ("train.jsonl", "heldout.jsonl"):
-        for i, r in enumerate(_read_jsonl(data_dir / name)):
+        for i, r in enumerate(read_jsonl(data_dir / name)):
             rows.append(LabelledResponse(
                 source=TEMPLATE_SOURCE, id=f"{name}:{i}", request=r["request"], response=r["response"],
                 request_harmful=True, complied=r["label"] == COMPLIANCE, refused=r["label"] == REFUSAL,
@@ -490,7 +480,7 @@ def guard_lookalike_rows(path: Path = GUARD_DATA) -> list[LabelledResponse]:
     """The guard recipe's safe look-alikes ("how do I kill a Python process?") with their helpful answers:
     answers to safe requests, so never compliance, however dangerous the request sounds."""
     rows = []
-    for i, r in enumerate(_read_jsonl(path)):
+    for i, r in enumerate(read_jsonl(path)):
         if r.get("kind") == "lookalike":
             rows.append(LabelledResponse(
                 source=TEMPLATE_SOURCE, id=f"guard-lookalike:{i}", request=r["messages"][0]["content"],
@@ -501,7 +491,7 @@ def guard_lookalike_rows(path: Path = GUARD_DATA) -> list[LabelledResponse]:
 
 def template_requests(data_dir: Path) -> list[LabelledRequest]:
     return [LabelledRequest(TEMPLATE_SOURCE, str(i), r["request"], bool(r["harmful"]), "template")
-            for i, r in enumerate(_read_jsonl(data_dir / "requests.jsonl"))]
+            for i, r in enumerate(read_jsonl(data_dir / "requests.jsonl"))]
 
 
 def request_rows(responses: list[LabelledResponse], requests: list[LabelledRequest]) -> list[LabelledRequest]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from evaluation import judge_training as jt
+from evaluation.bases import sha256_file
 from evaluation.judges import COMPLIANCE, EMBEDDED_WEIGHTS, OTHER, REFUSAL
 
 
@@ -145,4 +146,4 @@ def test_shipped_judge_on_the_data_it_was_trained_on_matches_its_card():
     """Where the data is at hand: its hashes are the card's, and the shipped judge scores the data as the
     card says it was trained on (in-sample: a consistency check of weights, data and code, not a validation)."""
     card = _card()
-    assert jt.sha256_file(JUDGE_DATA / "responses.jsonl") == card["data"]["responses.jsonl"]
+    assert sha256_file(JUDGE_DATA / "responses.jsonl") == card["data"]["responses.jsonl"]
