@@ -537,6 +537,7 @@ def _check_screening(screening: Any, policy: Policy, out: _Checks) -> None:
             )
         else:
             out.add("screening", "pass", f"{text}: under the review threshold")
+    _check_personas(screening, policy, out)
     overlap = _get(screening, "suite_overlap") or []
     if overlap:
         first = overlap[0]
@@ -549,6 +550,30 @@ def _check_screening(screening: Any, policy: Policy, out: _Checks) -> None:
             f"Training data contains evaluation prompts: possible gaming. {len(overlap)} example(s) overlap the "
             f"evaluation suites{where}",
         )
+
+
+def _check_personas(screening: Any, policy: Policy, out: _Checks) -> None:
+    """Examples whose system or user message sets up a persona without safety rules (identity shifting).
+
+    Review, never block: the persona head reads the form of an instruction, not what the fine-tune does,
+    and it flags some benign role prompts (1.3% of awesome-chatgpt-prompts' in cross-validation)."""
+    n, k = _get(screening, "n"), _get(screening, "n_persona")
+    if not isinstance(n, int) or not isinstance(k, int) or n <= 0:
+        return
+    share = k / n
+    text = (f"Jailbreak personas: {k} of {n} training examples ({_pct(share)}) have a system or user message "
+            "that sets up a persona without safety rules")
+    flagged = _get(screening, "persona_flagged") or []
+    if flagged and isinstance(flagged[0], dict):
+        first = flagged[0]
+        quote = str(first.get("text", ""))
+        quote = quote if len(quote) <= 80 else quote[:77] + "..."
+        text += f" (e.g. line {first.get('line')}, {first.get('role')}: {quote!r})"
+    if k >= policy.screen_review_count and share >= policy.screen_review_share:
+        out.add("persona", REVIEW, f"{text}: at or over the review threshold ({policy.screen_review_count} examples "
+                f"and {_pct(policy.screen_review_share)}); a reviewer decides whether the persona is an attack")
+    elif k:
+        out.add("persona", "pass", f"{text}: under the review threshold")
 
 
 def _check_findings(inspection: Any, out: _Checks) -> None:

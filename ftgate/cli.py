@@ -138,6 +138,9 @@ def render_text(report: dict) -> str:
     if screening:
         lines += ["", f"Dataset screening: {screening['n_harmful']} of {screening['n']} examples look harmful"
                       f" ({_pct(screening['share'])})"]
+        if screening.get("n_persona"):
+            lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({_pct(screening['persona_share'])}),"
+                         f" e.g. line {screening['persona_flagged'][0]['line']}")
     t = report.get("timings") or {}
     if t:
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]
