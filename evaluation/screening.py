@@ -24,6 +24,8 @@ from evaluation.suites import DEFAULT_SUITES
 HARM_THRESHOLD = 0.5
 PERSONA_THRESHOLD = 0.5
 PERSONA_TEXT_CHARS = 4000  # a persona is set up in a message's opening; bounds the work per message
+PERSONA_QUOTE_CHARS = 300  # what the report keeps of a flagged message: one system prompt repeated in
+                           # every example would otherwise be stored once per example, in full
 _WS = re.compile(r"\s+")
 
 
@@ -55,9 +57,9 @@ def _instructions(example: Any) -> list[tuple[str, str]]:
 
 
 def _persona_flags(examples: Sequence[Any], judge: Any) -> list[dict[str, Any]]:
-    """``{"line", "role", "text", "persona_score"}`` for each example whose highest-scoring system or user
-    message is at or over PERSONA_THRESHOLD. Distinct texts are scored once: a dataset that repeats one
-    system prompt costs one encoder pass for it."""
+    """``{"line", "role", "text" (its first PERSONA_QUOTE_CHARS), "persona_score"}`` for each example whose
+    highest-scoring system or user message is at or over PERSONA_THRESHOLD. Distinct texts are scored
+    once: a dataset that repeats one system prompt costs one encoder pass for it."""
     per_example = [_instructions(ex) for ex in examples]
     texts = list(dict.fromkeys(t for msgs in per_example for _, t in msgs))
     score = dict(zip(texts, judge.persona_scores(texts), strict=True))
@@ -67,7 +69,8 @@ def _persona_flags(examples: Sequence[Any], judge: Any) -> list[dict[str, Any]]:
             continue
         role, text = max(msgs, key=lambda m: score[m[1]])
         if score[text] >= PERSONA_THRESHOLD:
-            out.append({"line": ex.line, "role": role, "text": text, "persona_score": round(score[text], 4)})
+            out.append({"line": ex.line, "role": role, "text": text[:PERSONA_QUOTE_CHARS],
+                        "persona_score": round(score[text], 4)})
     return out
 
 
