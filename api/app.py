@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_docs(app)
     app.state.settings = settings
     app.state.sessionmaker = session_factory(settings.resolved_database_url)
-    app.state.storage = Storage(settings.resolved_storage_dir)
+    app.state.storage = Storage(settings.resolved_storage_dir, min_free_bytes=settings.min_free_bytes)
     app.state.storage.ensure()
 
     from tasks.app import make_celery, send_stage

@@ -82,10 +82,16 @@ def parse_training_field(raw: str, kind: str) -> dict[str, TrainingValue]:
     return training
 
 
+QUOTA_RETRY_AFTER_SECONDS = 60
+
+
 def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
-    status = {"forbidden": 403, "own_submission": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
+    status = {"forbidden": 403, "own_submission": 403, "reason_required": 422, "invalid_decision": 422,
+              "quota_exceeded": 429, "storage_quota_exceeded": 507}.get(e.code, 409)
     field = {"reason_required": "reason", "invalid_decision": "decision", "own_submission": "override_reason"}.get(e.code)
-    return ApiError(status, e.code, e.message, field=field)
+    # in flight is a passing state: a client that waits gets in; a full storage quota does not pass by itself
+    headers = {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)} if e.code == "quota_exceeded" else None
+    return ApiError(status, e.code, e.message, field=field, headers=headers)
 
 
 @router.post("", status_code=202, openapi_extra=_UPLOAD_SCHEMA, summary="Upload an adapter or a dataset")
@@ -126,10 +132,18 @@ async def create_submission(request: Request, principal: Principal = Depends(cur
                 if pols is not None and policy not in pols:
                     raise invalid("policy", f"unknown policy {policy!r}; known: {', '.join(sorted(p for p in pols if p))}")
                 rel = state.storage.commit(upload)
-                sub, created = lifecycle.create_submission(
-                    db, principal, kind=kind, base=base, policy=policy, name=name, training=training,
-                    filename=upload.filename, artifact_path=rel, sha256=upload.sha256, size=upload.size,
-                )
+                try:
+                    sub, created = lifecycle.create_submission(
+                        db, principal, kind=kind, base=base, policy=policy, name=name, training=training,
+                        filename=upload.filename, artifact_path=rel, sha256=upload.sha256, size=upload.size,
+                        quotas=lifecycle.Quotas(settings.max_in_flight_per_organisation,
+                                                settings.max_stored_bytes_per_organisation),
+                    )
+                except lifecycle.LifecycleError as e:  # over a quota: nothing of this upload is kept
+                    db.rollback()
+                    if not lifecycle.artifact_in_use(db, rel):
+                        state.storage.path(rel).unlink(missing_ok=True)
+                    raise _lifecycle_error(e) from None
                 db.commit()
                 if created:  # enqueue only after the commit
                     try:

@@ -9,7 +9,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import ApiError
-from services.storage import Storage, StoredUpload, TooLarge, UploadWriter
+from services.storage import Storage, StorageFull, StoredUpload, TooLarge, UploadWriter
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -98,6 +98,11 @@ async def parse_multipart(request: Request, storage: Storage, limit: int, file_f
     except TooLarge as e:
         storage.discard(form.upload)
         raise too_large(e.limit) from None
+    except StorageFull as e:
+        if st.get("writer") is not None:
+            st["writer"].abort()
+        storage.discard(form.upload)
+        raise ApiError(507, "insufficient_storage", f"{e}; nothing was stored, try again later") from None
     except ApiError:
         if st.get("writer") is not None:
             st["writer"].abort()

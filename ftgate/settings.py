@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     max_adapter_rank: int = 256
     max_dataset_examples: int = 100_000
 
+    # --- quotas and retention (per organisation) ----------------------------------------
+    min_free_bytes: int = Field(
+        default=1024**3, description="Free space the storage volume keeps in reserve: under it, uploads answer 507 "
+        "and /readyz reports the storage unavailable.")
+    max_in_flight_per_organisation: int = Field(
+        default=20, description="Submissions of one organisation queued or running at once; more answer 429.")
+    max_stored_bytes_per_organisation: int = Field(
+        default=50 * 1024**3, description="Bytes of uploaded artifacts one organisation keeps stored (expired ones "
+        "do not count); an upload past it answers 507.")
+    artifact_retention_days: float = Field(
+        default=30.0, description="Days after a submission finished that its uploaded artifact, fine-tuned adapter "
+        "and work files are deleted by the reaper (0: kept forever). Records, reports and verdicts stay.")
+
     # --- service -----------------------------------------------------------------------
     database_url: str = ""  # empty: sqlite file in data_dir
     broker_url: str = ""  # empty: filesystem broker in data_dir (no server)

@@ -7,6 +7,7 @@ the root, so API and workers may mount the volume at different places.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -20,6 +21,15 @@ class TooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"the upload is larger than the limit of {limit} bytes")
         self.limit = limit
+
+
+class StorageFull(Exception):
+    """The storage volume is full, or has less free space than the configured reserve: the API answers
+    507, never a 400 about the body or a 500."""
+
+
+# what a full disk (ENOSPC) or an exhausted filesystem quota (EDQUOT) raises on write or close
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass
@@ -41,8 +51,24 @@ def safe_filename(name: str | None, default: str = "upload") -> str:
 
 
 class Storage:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, min_free_bytes: int = 0):
         self.root = Path(root).resolve()
+        # the reserve: uploads are refused (and readiness fails) below it, so a full disk never reaches the
+        # database, the broker's folders or a worker's half-written results on the same volume
+        self.min_free_bytes = min_free_bytes
+
+    def free_bytes(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
+
+    def check_room(self) -> None:
+        """Raises StorageFull when the volume's free space is under the reserve."""
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            raise StorageFull(
+                f"the storage volume is low on space: {free // 2**20} MiB free, under the reserve of "
+                f"{self.min_free_bytes // 2**20} MiB"
+            )
 
     def ensure(self) -> None:
         for sub in ("artifacts", "incoming", "work"):
@@ -64,6 +90,7 @@ class Storage:
 
     def open_incoming(self) -> tuple[Path, object]:
         self.ensure()
+        self.check_room()
         tmp = self.root / "incoming" / f"{uuid.uuid4().hex}.part"
         return tmp, open(tmp, "wb")
 
@@ -86,11 +113,12 @@ class Storage:
         shutil.rmtree(self.root / "work" / submission_id, ignore_errors=True)
 
     def check(self) -> None:
-        """Raises if the storage is not writable (readiness)."""
+        """Raises if the storage is not writable or is under its free-space reserve (readiness)."""
         self.ensure()
         probe = self.root / "incoming" / f".probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"ok")
         probe.unlink()
+        self.check_room()
 
 
 class UploadWriter:
@@ -114,14 +142,29 @@ class UploadWriter:
         if len(self.head) < self.HEAD:
             self.head += chunk[: self.HEAD - len(self.head)]
         self._sha.update(chunk)
-        self._fh.write(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as e:
+            self._abort_if_full(e)
+            raise
 
     def close(self) -> StoredUpload:
-        self._fh.close()
+        try:
+            self._fh.close()  # flushes: a full disk can first show here
+        except OSError as e:
+            self._abort_if_full(e)
+            raise
         return StoredUpload(self.tmp_path, self.filename, self._sha.hexdigest(), self.size, self.head)
+
+    def _abort_if_full(self, e: OSError) -> None:
+        if e.errno in NO_SPACE_ERRNOS:
+            self.abort()
+            raise StorageFull("the storage volume is full") from None
 
     def abort(self) -> None:
         try:
             self._fh.close()
+        except OSError:
+            pass  # closing flushes, and a full disk fails the flush again: the file goes either way
         finally:
             self.tmp_path.unlink(missing_ok=True)
