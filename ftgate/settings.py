@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = 1024 * 1024 * 1024
     max_adapter_rank: int = 256
     max_dataset_examples: int = 100_000
+    # Uploads under load (issue 12 #3). The caps are counted in the API process: see docs/security.md for
+    # what a deployment with several API processes needs instead.
+    upload_idle_timeout_seconds: float = Field(
+        default=30.0, description="An upload whose body sends no byte for this long gets 408 and is discarded.")
+    upload_max_seconds: float = Field(
+        default=900.0, description="The longest one upload's body may take to arrive, however steadily (then 408).")
+    max_concurrent_uploads_per_user: int = Field(
+        default=4, description="Uploads one user (all their tokens and sessions) may have in flight; more: 429.")
+    max_uploads_per_minute_per_user: int = Field(
+        default=60, description="Uploads one user may start in any 60 s; more: 429 with Retry-After (0: no limit).")
 
     # --- quotas and retention (per organisation) ----------------------------------------
     min_free_bytes: int = Field(

@@ -41,6 +41,12 @@ class StoredUpload:
     head: bytes  # the first bytes, to check the file type
 
 
+@dataclass(frozen=True)
+class PlacedArtifact:
+    rel: str  # relative to the storage root, as stored on the submission
+    new: bool  # this upload put the file there (it was not stored already)
+
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -94,16 +100,28 @@ class Storage:
         tmp = self.root / "incoming" / f"{uuid.uuid4().hex}.part"
         return tmp, open(tmp, "wb")
 
-    def commit(self, upload: StoredUpload) -> str:
-        """Move a finished upload to its content-addressed place; returns the relative path."""
+    def place(self, upload: StoredUpload) -> PlacedArtifact:
+        """Move a finished upload to its content-addressed place. ``new`` says whether this upload put the
+        file there (else the same content was already stored and the upload's own copy is dropped)."""
         dest_dir = self.root / "artifacts" / upload.sha256
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / upload.filename
         if dest.exists():
             upload.tmp_path.unlink(missing_ok=True)
-        else:
-            os.replace(upload.tmp_path, dest)
-        return self.relative(dest)
+            return PlacedArtifact(self.relative(dest), new=False)
+        os.replace(upload.tmp_path, dest)
+        return PlacedArtifact(self.relative(dest), new=True)
+
+    def remove_artifact(self, rel: str) -> None:
+        """Remove a placed artifact (and its directory when it is left empty)."""
+        p = self.path(rel)
+        if not p.is_relative_to(self.root / "artifacts"):
+            raise ValueError(f"{rel} is not an artifact")
+        p.unlink(missing_ok=True)
+        try:
+            p.parent.rmdir()
+        except OSError:  # other files of the same content, or already gone
+            pass
 
     def discard(self, upload: StoredUpload | None) -> None:
         if upload is not None:
