@@ -16,6 +16,7 @@ from api.errors import install_error_handlers
 from ftgate.settings import Settings, get_settings
 from services.db import session_factory
 from services.storage import Storage
+from services.upload_limits import UploadLimiter
 
 log = logging.getLogger("ftgate.api")
 API_PREFIX = "/api/v1"
@@ -39,8 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_docs(app)
     app.state.settings = settings
     app.state.sessionmaker = session_factory(settings.resolved_database_url)
-    app.state.storage = Storage(settings.resolved_storage_dir)
+    app.state.storage = Storage(settings.resolved_storage_dir, min_free_bytes=settings.min_free_bytes)
     app.state.storage.ensure()
+    # Per-user upload admission, counted in this process (see services/upload_limits.py).
+    app.state.upload_limiter = UploadLimiter(settings.max_concurrent_uploads_per_user,
+                                             settings.max_uploads_per_minute_per_user)
 
     from tasks.app import make_celery, send_stage
 

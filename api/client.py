@@ -47,6 +47,16 @@ def _check(r: httpx.Response) -> dict:
     return r.json()
 
 
+def _retry_after(r: httpx.Response) -> float | None:
+    """The seconds a 429 asks to wait before trying again (None for any other answer)."""
+    if r.status_code != 429:
+        return None
+    try:
+        return max(0.0, float(r.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
+
+
 def exit_code_of(sub: dict) -> int:
     status = sub.get("status")
     if status == "done":
@@ -116,8 +126,16 @@ def submit(
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=httpx.Timeout(60.0, read=600.0),
                           transport=transport) as http:
-            with open(path, "rb") as fh:
-                r = http.post(f"{API}/submissions", files={"file": (path.name, fh)}, data=fields)
+            while True:
+                with open(path, "rb") as fh:
+                    r = http.post(f"{API}/submissions", files={"file": (path.name, fh)}, data=fields)
+                # Too many uploads of this user in flight (parallel CI jobs on one token): wait as told, within
+                # the overall timeout, rather than fail the job.
+                retry_after = _retry_after(r)
+                if retry_after is None or time.monotonic() - started + retry_after > timeout:
+                    break
+                print(f"  (server busy: {_error_message(r)}; retrying in {retry_after:g} s)", file=err)
+                time.sleep(retry_after)
             sub = _check(r)
             what = "already submitted: " if sub.get("duplicate") else "submitted: "
             print(f"{what}{sub['id']} ({sub.get('kind')}, base {sub.get('base')}, policy {sub.get('policy')})", file=err)

@@ -28,7 +28,7 @@ def error_body(code: str, message: str, field: str | None = None) -> dict:
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_input",
-    429: "too_many_requests", 503: "unavailable",
+    429: "too_many_requests", 503: "unavailable", 507: "insufficient_storage",
 }
 
 

@@ -21,7 +21,7 @@ from api.deps import (
     visible_submissions,
 )
 from api.errors import ApiError, invalid
-from api.uploads import check_type, infer_kind, parse_multipart
+from api.uploads import check_type, infer_kind, parse_multipart, upload_slot
 from api.views import event_view, submission_detail, submission_summary
 from models import AuditEvent, Sample, Stage, Submission, SubmissionStatus, Verdict
 from services import catalog
@@ -82,20 +82,38 @@ def parse_training_field(raw: str, kind: str) -> dict[str, TrainingValue]:
     return training
 
 
+QUOTA_RETRY_AFTER_SECONDS = 60
+
+
 def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
-    status = {"forbidden": 403, "own_submission": 403, "reason_required": 422, "invalid_decision": 422}.get(e.code, 409)
+    status = {"forbidden": 403, "own_submission": 403, "reason_required": 422, "invalid_decision": 422,
+              "quota_exceeded": 429, "storage_quota_exceeded": 507}.get(e.code, 409)
     field = {"reason_required": "reason", "invalid_decision": "decision", "own_submission": "override_reason"}.get(e.code)
-    return ApiError(status, e.code, e.message, field=field)
+    # in flight is a passing state: a client that waits gets in; a full storage quota does not pass by itself
+    headers = {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)} if e.code == "quota_exceeded" else None
+    return ApiError(status, e.code, e.message, field=field, headers=headers)
 
 
 @router.post("", status_code=202, openapi_extra=_UPLOAD_SCHEMA, summary="Upload an adapter or a dataset")
 async def create_submission(request: Request, principal: Principal = Depends(current_principal)):
-    """Streams the file to storage (size limit: 413; wrong type: 415), records the submission and enqueues
-    its inspection. 202 with the new submission, or 200 with the existing one when the same artifact was
-    already submitted with the same base, policy and training overrides (no re-run)."""
+    """Streams the file to storage (size limit: 413; wrong type: 415; a stalled or too slow body: 408),
+    records the submission and enqueues its inspection. 202 with the new submission, or 200 with the existing
+    one when the same artifact was already submitted with the same base, policy and training overrides (no
+    re-run). A user's uploads beyond their concurrent or per-minute allowance: 429 with Retry-After, before
+    the body is read. No database connection is held while the body arrives (the principal was resolved in
+    a session already closed); recording takes one, briefly."""
+    state = request.app.state
+    with upload_slot(state.upload_limiter, principal):
+        return await _receive_and_record(request, principal)
+
+
+async def _receive_and_record(request: Request, principal: Principal) -> JSONResponse:
     state = request.app.state
     settings = state.settings
-    form = await parse_multipart(request, state.storage, settings.max_upload_bytes)
+    form = await parse_multipart(
+        request, state.storage, settings.max_upload_bytes,
+        idle_seconds=settings.upload_idle_timeout_seconds, max_seconds=settings.upload_max_seconds,
+    )
     upload = form.upload
     try:
         if upload is None:
@@ -116,8 +134,19 @@ async def create_submission(request: Request, principal: Principal = Depends(cur
         policy = (fields.get("policy") or "").strip() or settings.default_policy
         name = (fields.get("name") or "").strip()[:300] or upload.filename
         training = parse_training_field(fields.get("training") or "", kind)
+    except BaseException:
+        state.storage.discard(upload)
+        raise
+    if await request.is_disconnected():  # the client gave up while its body was checked: record nothing
+        state.storage.discard(upload)
+        raise ApiError(400, "client_disconnected", "the client closed the connection")
 
-        def record() -> tuple[dict, bool]:
+    def record() -> tuple[dict, bool, str]:
+        """Everything that can fail happens before the commit, and the commit is the last step: a request
+        that fails leaves no row (before, the response was built after the commit, and a pool timeout there
+        answered 500 for a stored submission: a ghost the client would upload again)."""
+        placed = None
+        try:
             with state.sessionmaker() as db:
                 known = catalog.base_names(db)
                 if known is not None and base not in known:
@@ -125,29 +154,55 @@ async def create_submission(request: Request, principal: Principal = Depends(cur
                 pols = catalog.policy_names()
                 if pols is not None and policy not in pols:
                     raise invalid("policy", f"unknown policy {policy!r}; known: {', '.join(sorted(p for p in pols if p))}")
-                rel = state.storage.commit(upload)
-                sub, created = lifecycle.create_submission(
-                    db, principal, kind=kind, base=base, policy=policy, name=name, training=training,
-                    filename=upload.filename, artifact_path=rel, sha256=upload.sha256, size=upload.size,
-                )
+                placed = state.storage.place(upload)
+                try:
+                    sub, created = lifecycle.create_submission(
+                        db, principal, kind=kind, base=base, policy=policy, name=name, training=training,
+                        filename=upload.filename, artifact_path=placed.rel, sha256=upload.sha256, size=upload.size,
+                        quotas=lifecycle.Quotas(settings.max_in_flight_per_organisation,
+                                                settings.max_stored_bytes_per_organisation),
+                    )
+                except lifecycle.LifecycleError as e:  # over a quota; the placed file is removed below
+                    raise _lifecycle_error(e) from None
+                body = submission_detail(db, sub)
                 db.commit()
-                if created:  # enqueue only after the commit
-                    try:
-                        state.send_stage(sub.id, Stage.INSPECT)
-                        lifecycle.mark_enqueued(db, sub.id)
-                        db.commit()
-                    except Exception as e:  # the reaper enqueues it once the broker is back
-                        log.error("enqueue of %s failed: %s", sub.id, e)
-                    db.refresh(sub)
-                return submission_detail(db, sub), created
+                return body, created, sub.id
+        except BaseException:
+            state.storage.discard(upload)
+            if placed is not None and placed.new:
+                _remove_unreferenced_artifact(state, placed.rel)
+            raise
 
-        body, created = await run_in_threadpool(record)
-    except BaseException:
-        state.storage.discard(upload)
-        raise
+    body, created, sub_id = await run_in_threadpool(record)
+    if created:  # enqueue only after the commit, and never fail the request for it: the row is stored
+        await run_in_threadpool(_enqueue_inspection, state, sub_id)
     body["duplicate"] = not created
     return JSONResponse(body, status_code=202 if created else 200,
                         headers={"Location": body["links"]["self"]})
+
+
+def _enqueue_inspection(state, sub_id: str) -> None:
+    """Send the inspect stage and note it. A failure is logged, not raised: the submission is committed and
+    answered 202, and the reaper enqueues a submission that was never marked enqueued."""
+    try:
+        state.send_stage(sub_id, Stage.INSPECT)
+        with state.sessionmaker() as db:
+            lifecycle.mark_enqueued(db, sub_id)
+            db.commit()
+    except Exception as e:
+        log.error("enqueue of %s failed: %s", sub_id, e)
+
+
+def _remove_unreferenced_artifact(state, rel: str) -> None:
+    """After a failed upload, remove the artifact file it placed unless a stored submission points to it (the
+    same content may have been recorded by another request meanwhile). When that cannot be checked the file
+    stays: an orphan file is harmless, a submission whose file is gone is not."""
+    try:
+        with state.sessionmaker() as db:
+            if not lifecycle.artifact_in_use(db, rel):
+                state.storage.remove_artifact(rel)
+    except Exception as e:
+        log.warning("kept artifact %s of a failed upload: %s", rel, e)
 
 
 @router.get("", summary="List submissions (a submitter sees their organisation's)")

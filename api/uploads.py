@@ -1,15 +1,22 @@
 """Streaming multipart intake: the file part goes straight to storage (hashed, size-limited) as it arrives;
-the upload is never held in memory and a too-large body is refused as soon as it passes the limit."""
+the upload is never held in memory and a too-large body is refused as soon as it passes the limit. A body
+that stalls, or takes too long as a whole, is refused with 408 (``body_chunks``), and a user's uploads are
+admitted a few at a time (``upload_slot``) before any of the body is read."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import ApiError
-from services.storage import Storage, StoredUpload, TooLarge, UploadWriter
+from services.auth import Principal
+from services.storage import Storage, StorageFull, StoredUpload, TooLarge, UploadWriter
+from services.upload_limits import UploadLimiter
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -23,13 +30,54 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"the upload is larger than the limit of {limit} bytes ({limit / 2**20:.0f} MiB)")
 
 
+@contextmanager
+def upload_slot(limiter: UploadLimiter, principal: Principal) -> Iterator[None]:
+    """One of the caller's upload slots for the duration of the block, or 429 with Retry-After at once (no
+    byte of the body read). The slot is given back however the block ends."""
+    refusal = limiter.try_acquire(principal.user_id)
+    if refusal is not None:
+        raise ApiError(429, "too_many_requests", refusal.reason, headers={"Retry-After": str(refusal.retry_after)})
+    try:
+        yield
+    finally:
+        limiter.release(principal.user_id)
+
+
+def body_timeout(message: str) -> ApiError:
+    # The rest of the body will not be read: the connection must not be reused for another request.
+    return ApiError(408, "request_timeout", message, headers={"Connection": "close"})
+
+
+async def body_chunks(request: Request, idle_seconds: float, max_seconds: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; 408 when no byte comes for ``idle_seconds`` or the whole body takes
+    longer than ``max_seconds``. Without it a client that stopped sending held its request open forever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_seconds
+    chunks = request.stream().__aiter__()
+    while True:
+        left = deadline - loop.time()
+        try:
+            async with asyncio.timeout(max(0.0, min(idle_seconds, left))):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if left <= idle_seconds:
+                raise body_timeout(f"the upload took longer than {max_seconds:g} s; send it faster or smaller") from None
+            raise body_timeout(f"no data received for {idle_seconds:g} s; the upload was discarded") from None
+        yield chunk
+
+
 @dataclass
 class ParsedForm:
     fields: dict[str, str] = field(default_factory=dict)
     upload: StoredUpload | None = None
 
 
-async def parse_multipart(request: Request, storage: Storage, limit: int, file_field: str = "file") -> ParsedForm:
+async def parse_multipart(
+    request: Request, storage: Storage, limit: int, file_field: str = "file", *,
+    idle_seconds: float = 30.0, max_seconds: float = 900.0,
+) -> ParsedForm:
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "unsupported_media_type", "send the upload as multipart/form-data with a 'file' part")
@@ -92,12 +140,17 @@ async def parse_multipart(request: Request, storage: Storage, limit: int, file_f
         },
     )
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, idle_seconds, max_seconds):
             parser.write(chunk)
         parser.finalize()
     except TooLarge as e:
         storage.discard(form.upload)
         raise too_large(e.limit) from None
+    except StorageFull as e:
+        if st.get("writer") is not None:
+            st["writer"].abort()
+        storage.discard(form.upload)
+        raise ApiError(507, "insufficient_storage", f"{e}; nothing was stored, try again later") from None
     except ApiError:
         if st.get("writer") is not None:
             st["writer"].abort()

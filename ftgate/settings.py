@@ -65,6 +65,29 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = 1024 * 1024 * 1024
     max_adapter_rank: int = 256
     max_dataset_examples: int = 100_000
+    # Uploads under load (issue 12 #3). The caps are counted in the API process: see docs/security.md for
+    # what a deployment with several API processes needs instead.
+    upload_idle_timeout_seconds: float = Field(
+        default=30.0, description="An upload whose body sends no byte for this long gets 408 and is discarded.")
+    upload_max_seconds: float = Field(
+        default=900.0, description="The longest one upload's body may take to arrive, however steadily (then 408).")
+    max_concurrent_uploads_per_user: int = Field(
+        default=4, description="Uploads one user (all their tokens and sessions) may have in flight; more: 429.")
+    max_uploads_per_minute_per_user: int = Field(
+        default=60, description="Uploads one user may start in any 60 s; more: 429 with Retry-After (0: no limit).")
+
+    # --- quotas and retention (per organisation) ----------------------------------------
+    min_free_bytes: int = Field(
+        default=1024**3, description="Free space the storage volume keeps in reserve: under it, uploads answer 507 "
+        "and /readyz reports the storage unavailable.")
+    max_in_flight_per_organisation: int = Field(
+        default=20, description="Submissions of one organisation queued or running at once; more answer 429.")
+    max_stored_bytes_per_organisation: int = Field(
+        default=50 * 1024**3, description="Bytes of uploaded artifacts one organisation keeps stored (expired ones "
+        "do not count); an upload past it answers 507.")
+    artifact_retention_days: float = Field(
+        default=30.0, description="Days after a submission finished that its uploaded artifact, fine-tuned adapter "
+        "and work files are deleted by the reaper (0: kept forever). Records, reports and verdicts stay.")
 
     # --- service -----------------------------------------------------------------------
     database_url: str = ""  # empty: sqlite file in data_dir

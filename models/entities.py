@@ -153,6 +153,8 @@ class Submission(Base):
 
     inspection: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     adapter_path: Mapped[str | None] = mapped_column(Text)  # fine-tuned or unpacked adapter (storage-relative)
+    # set when retention deleted the artifact, the adapter and the work files (services/retention.py)
+    artifact_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     decision: Mapped[str | None] = mapped_column(String(16))  # the automatic verdict
     review_state: Mapped[str | None] = mapped_column(String(16))  # human review, separate

@@ -7,6 +7,7 @@ the root, so API and workers may mount the volume at different places.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -22,6 +23,15 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+class StorageFull(Exception):
+    """The storage volume is full, or has less free space than the configured reserve: the API answers
+    507, never a 400 about the body or a 500."""
+
+
+# what a full disk (ENOSPC) or an exhausted filesystem quota (EDQUOT) raises on write or close
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 @dataclass
 class StoredUpload:
     tmp_path: Path
@@ -29,6 +39,12 @@ class StoredUpload:
     sha256: str
     size: int
     head: bytes  # the first bytes, to check the file type
+
+
+@dataclass(frozen=True)
+class PlacedArtifact:
+    rel: str  # relative to the storage root, as stored on the submission
+    new: bool  # this upload put the file there (it was not stored already)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -41,8 +57,24 @@ def safe_filename(name: str | None, default: str = "upload") -> str:
 
 
 class Storage:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, min_free_bytes: int = 0):
         self.root = Path(root).resolve()
+        # the reserve: uploads are refused (and readiness fails) below it, so a full disk never reaches the
+        # database, the broker's folders or a worker's half-written results on the same volume
+        self.min_free_bytes = min_free_bytes
+
+    def free_bytes(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
+
+    def check_room(self) -> None:
+        """Raises StorageFull when the volume's free space is under the reserve."""
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            raise StorageFull(
+                f"the storage volume is low on space: {free // 2**20} MiB free, under the reserve of "
+                f"{self.min_free_bytes // 2**20} MiB"
+            )
 
     def ensure(self) -> None:
         for sub in ("artifacts", "incoming", "work"):
@@ -64,19 +96,32 @@ class Storage:
 
     def open_incoming(self) -> tuple[Path, object]:
         self.ensure()
+        self.check_room()
         tmp = self.root / "incoming" / f"{uuid.uuid4().hex}.part"
         return tmp, open(tmp, "wb")
 
-    def commit(self, upload: StoredUpload) -> str:
-        """Move a finished upload to its content-addressed place; returns the relative path."""
+    def place(self, upload: StoredUpload) -> PlacedArtifact:
+        """Move a finished upload to its content-addressed place. ``new`` says whether this upload put the
+        file there (else the same content was already stored and the upload's own copy is dropped)."""
         dest_dir = self.root / "artifacts" / upload.sha256
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / upload.filename
         if dest.exists():
             upload.tmp_path.unlink(missing_ok=True)
-        else:
-            os.replace(upload.tmp_path, dest)
-        return self.relative(dest)
+            return PlacedArtifact(self.relative(dest), new=False)
+        os.replace(upload.tmp_path, dest)
+        return PlacedArtifact(self.relative(dest), new=True)
+
+    def remove_artifact(self, rel: str) -> None:
+        """Remove a placed artifact (and its directory when it is left empty)."""
+        p = self.path(rel)
+        if not p.is_relative_to(self.root / "artifacts"):
+            raise ValueError(f"{rel} is not an artifact")
+        p.unlink(missing_ok=True)
+        try:
+            p.parent.rmdir()
+        except OSError:  # other files of the same content, or already gone
+            pass
 
     def discard(self, upload: StoredUpload | None) -> None:
         if upload is not None:
@@ -86,11 +131,12 @@ class Storage:
         shutil.rmtree(self.root / "work" / submission_id, ignore_errors=True)
 
     def check(self) -> None:
-        """Raises if the storage is not writable (readiness)."""
+        """Raises if the storage is not writable or is under its free-space reserve (readiness)."""
         self.ensure()
         probe = self.root / "incoming" / f".probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"ok")
         probe.unlink()
+        self.check_room()
 
 
 class UploadWriter:
@@ -114,14 +160,29 @@ class UploadWriter:
         if len(self.head) < self.HEAD:
             self.head += chunk[: self.HEAD - len(self.head)]
         self._sha.update(chunk)
-        self._fh.write(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as e:
+            self._abort_if_full(e)
+            raise
 
     def close(self) -> StoredUpload:
-        self._fh.close()
+        try:
+            self._fh.close()  # flushes: a full disk can first show here
+        except OSError as e:
+            self._abort_if_full(e)
+            raise
         return StoredUpload(self.tmp_path, self.filename, self._sha.hexdigest(), self.size, self.head)
+
+    def _abort_if_full(self, e: OSError) -> None:
+        if e.errno in NO_SPACE_ERRNOS:
+            self.abort()
+            raise StorageFull("the storage volume is full") from None
 
     def abort(self) -> None:
         try:
             self._fh.close()
+        except OSError:
+            pass  # closing flushes, and a full disk fails the flush again: the file goes either way
         finally:
             self.tmp_path.unlink(missing_ok=True)

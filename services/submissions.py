@@ -132,16 +132,58 @@ def dedup_key(organisation_id: int, sha256: str, kind: str, base: str, policy: s
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """Per-organisation limits checked when a submission is recorded (None: no limit)."""
+
+    max_in_flight: int | None = None
+    max_stored_bytes: int | None = None
+
+
+def check_quotas(session: Session, organisation_id: int, size: int, quotas: Quotas) -> None:
+    """Raises LifecycleError ``quota_exceeded`` (too many in flight: try later) or ``storage_quota_exceeded``
+    (too many bytes kept). Soft limits: two uploads racing past the same count may both get in."""
+    mine = Submission.organisation_id == organisation_id
+    if quotas.max_in_flight is not None:
+        in_flight = session.scalar(
+            select(func.count()).select_from(Submission).where(mine, Submission.status.in_([a.value for a in ACTIVE])))
+        if in_flight >= quotas.max_in_flight:
+            raise LifecycleError(
+                "quota_exceeded",
+                f"your organisation has {in_flight} submissions queued or running, the limit is "
+                f"{quotas.max_in_flight}; submit again when one finishes",
+            )
+    if quotas.max_stored_bytes is not None:
+        stored = session.scalar(
+            select(func.coalesce(func.sum(Submission.artifact_size), 0)).where(
+                mine, Submission.artifact_deleted_at.is_(None))) or 0
+        if stored + size > quotas.max_stored_bytes:
+            raise LifecycleError(
+                "storage_quota_exceeded",
+                f"your organisation stores {stored // 2**20} MiB of uploads; this one ({size // 2**20} MiB) would pass "
+                f"the quota of {quotas.max_stored_bytes // 2**20} MiB (finished uploads are deleted after the "
+                "retention period)",
+            )
+
+
+def artifact_in_use(session: Session, artifact_path: str) -> bool:
+    """Whether any submission's artifact is this stored file (uploads are stored by content, so shared)."""
+    return session.scalar(select(func.count()).select_from(Submission).where(
+        Submission.artifact_path == artifact_path)) > 0
+
+
 def create_submission(
     session: Session, principal: Principal, *, kind: str, base: str, policy: str, name: str, training: dict,
-    filename: str, artifact_path: str, sha256: str, size: int,
+    filename: str, artifact_path: str, sha256: str, size: int, quotas: Quotas = Quotas(),
 ) -> tuple[Submission, bool]:
     """Record a new submission (status queued), or return the existing one for the same artifact, base,
-    policy and training overrides in the organisation. Returns (submission, created). Caller commits."""
+    policy and training overrides in the organisation (a duplicate costs nothing, so quotas do not apply
+    to it). Returns (submission, created). Caller commits."""
     key = dedup_key(principal.organisation_id, sha256, kind, base, policy, training)
     existing = session.scalar(select(Submission).where(Submission.dedup_key == key))
     if existing is not None:
         return existing, False
+    check_quotas(session, principal.organisation_id, size, quotas)
     sub = Submission(
         id=uuid.uuid4().hex, organisation_id=principal.organisation_id, user_id=principal.user_id, name=name,
         kind=Kind(kind).value, base_name=base, policy_name=policy, training=training, filename=filename,

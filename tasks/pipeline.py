@@ -40,6 +40,7 @@ from models import (
 )
 from services import submissions as lifecycle
 from services.db import clean, dispose_engines, session_scope
+from services.retention import RetentionResult, expire_artifacts
 from services.storage import Storage
 from tasks.app import REAP_TASK, TASK_NAMES, celery_app, send_stage
 
@@ -470,10 +471,23 @@ def reap_once(settings: Settings | None = None, *, actor: str = "reaper") -> lif
     return res
 
 
+def expire_once(settings: Settings | None = None, *, actor: str = "retention") -> RetentionResult:
+    """Delete the files of submissions finished longer ago than the retention period (services.retention)."""
+    settings = settings or _settings()
+    with session_scope(settings.resolved_database_url) as s:
+        res = expire_artifacts(s, Storage(settings.resolved_storage_dir),
+                               retention_days=settings.artifact_retention_days, actor=actor)
+    if res.expired:
+        log.info("retention: expired %d submissions, %d files, %d bytes", len(res.expired), res.files_deleted,
+                 res.bytes_freed)
+    return res
+
+
 @celery_app.task(name=REAP_TASK, bind=True, acks_late=True)
 def reap_task(self) -> dict:
     res = reap_once(actor=f"reaper:{worker_name()}")
-    return {"requeued": [i for i, _ in res.requeue], "failed": res.failed}
+    expired = expire_once(actor=f"retention:{worker_name()}")
+    return {"requeued": [i for i, _ in res.requeue], "failed": res.failed, "expired": expired.expired}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -485,6 +499,7 @@ def _reaper_loop(interval: float) -> None:
     while True:
         try:
             reap_once(actor=f"reaper:{worker_name()}")
+            expire_once(actor=f"retention:{worker_name()}")
         except Exception as e:
             log.warning("reaper pass failed: %s", e)
         if _reaper_stop.wait(interval):
@@ -508,4 +523,4 @@ def _after_fork(**_kw) -> None:
     dispose_engines()
 
 
-__all__ = ["ClaimLost", "Retry", "execute_stage", "reap_once"]
+__all__ = ["ClaimLost", "Retry", "execute_stage", "expire_once", "reap_once"]

@@ -95,6 +95,29 @@ def test_submit_exit_codes_for_refused_input_and_bad_token(live_server, make_use
     assert cli.submit(good, "http://127.0.0.1:1", token, out=io.StringIO(), err=io.StringIO()) == 4
 
 
+def test_submit_waits_out_the_users_upload_cap_instead_of_failing(app, live_server, make_user, tmp_path):
+    uid, token, _ = make_user()
+    limiter = app.state.upload_limiter
+    held = 0
+    while limiter.try_acquire(uid) is None:  # the user's other CI jobs hold every upload slot
+        held += 1
+
+    def other_jobs_finish():
+        time.sleep(1.5)
+        for _ in range(held):
+            limiter.release(uid)
+
+    t = threading.Thread(target=other_jobs_finish)
+    t.start()
+    f = tmp_path / "adapter.zip"
+    f.write_bytes(adapter_zip("busy"))
+    err = io.StringIO()
+    code = cli.submit(f, live_server, token, wait=False, out=io.StringIO(), err=err)
+    t.join()
+    assert code == 0, err.getvalue()
+    assert "server busy: too_many_requests" in err.getvalue() and "submitted: " in err.getvalue()
+
+
 def test_submit_packs_a_peft_directory_and_main_parses_args(live_server, make_user, tmp_path, service_settings):
     _, token, _ = make_user()
     d = tmp_path / "my-adapter"
