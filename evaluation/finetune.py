@@ -8,6 +8,7 @@ content of the data, the base fingerprint and the config, so the same dataset is
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import math
@@ -247,10 +248,28 @@ def finetune_lora(
     if quantized:
         model.unload()  # give the shared 4-bit base back without the LoRA layers
         base.model.eval()
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
+    place_adapter(tmp, out_dir)
     return log
+
+
+def place_adapter(tmp: Path, out_dir: Path) -> None:
+    """Move a finished adapter from ``tmp`` to its cache folder ``out_dir``, atomically.
+
+    The folder is named by content (data, base and config), so two workers may finish the same fine-tune.
+    The first one's adapter stays: another job may be reading it, and deleting it to put an identical copy
+    in its place would pull it from under that reader. Only an incomplete leftover (no weights) is replaced."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, out_dir)  # fails when out_dir is a non-empty folder
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if (out_dir / "adapter_model.safetensors").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
 
 
 def load_candidate(base, adapter_dir: Path, dtype=None):

@@ -384,3 +384,22 @@ def test_load_candidate_4bit_gives_the_shared_base_back_on_unload(tiny_dir_64):
     with torch.inference_mode():
         after = base.model(ids).logits.float()
     torch.testing.assert_close(after, before)
+
+
+def test_a_finished_adapter_in_the_cache_is_kept_not_pulled_from_under_a_reader(tmp_path):
+    from evaluation.finetune import place_adapter
+
+    def adapter(path, marker):
+        path.mkdir()
+        (path / "adapter_model.safetensors").write_text(marker)
+        return path
+
+    out = tmp_path / "cache" / "key"
+    place_adapter(adapter(tmp_path / "a.tmp", "first"), out)  # nothing there yet: moved in
+    assert (out / "adapter_model.safetensors").read_text() == "first" and not (tmp_path / "a.tmp").exists()
+    place_adapter(adapter(tmp_path / "b.tmp", "second"), out)  # another worker finished the same key
+    assert (out / "adapter_model.safetensors").read_text() == "first" and not (tmp_path / "b.tmp").exists()
+    (out / "adapter_model.safetensors").unlink()  # an incomplete leftover (no weights) is replaced
+    (out / "stray.json").write_text("{}")
+    place_adapter(adapter(tmp_path / "c.tmp", "third"), out)
+    assert (out / "adapter_model.safetensors").read_text() == "third" and not (out / "stray.json").exists()
