@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(admin.router)
     api.include_router(account.router)
     app.include_router(api)
+    # the conventional probe paths at the root too: what load balancers and Kubernetes probes ask by default
+    app.add_api_route("/healthz", health.healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", health.readyz, methods=["GET"], include_in_schema=False)
 
     # The web pages (upload form, dashboard) live in api/pages.py, owned by the frontend: included if present.
     if importlib.util.find_spec("api.pages") is not None:

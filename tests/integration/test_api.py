@@ -30,6 +30,9 @@ def test_health_ready_metrics(client):
     r = client.get(f"{API}/readyz")
     assert r.status_code == 200, r.text
     assert r.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+    # the same probes at the root, where load balancers and Kubernetes look by default
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == r.json()
     m = client.get(f"{API}/metrics")
     assert m.status_code == 200
     assert 'ftgate_submissions{status="queued"}' in m.text
