@@ -121,6 +121,11 @@ def _base_shape(base_name: str, progress: Progress = no_progress):
     return base_shape_from_config(config)
 
 
+def inspect_as_dict(**kwargs: Any) -> dict[str, Any]:
+    """``inspect_submission(**kwargs).to_dict()``: what a limited child process sends back (evaluation.limits)."""
+    return inspect_submission(**kwargs).to_dict()
+
+
 def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir: Path,
                        policy: str | None = None, preference_side: str = "rejected",
                        progress: Progress = no_progress) -> Inspection:

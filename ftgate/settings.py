@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     max_uploads_per_minute_per_user: int = Field(
         default=60, description="Uploads one user may start in any 60 s; more: 429 with Retry-After (0: no limit).")
 
+    inspection_seconds: float = Field(
+        default=900.0, description="A worker inspects each upload in a child process killed after this many "
+        "seconds (the submission is rejected as too costly to check, not retried). 0: inspect in the worker's own "
+        "process, without limits.")
+    inspection_memory_bytes: int = Field(
+        default=6 * 1024**3, description="Address space the inspection child may use (0: no limit); past it the "
+        "submission is rejected. Loading the judge for screening takes about 1.4 GiB of it.")
+
     # --- quotas and retention (per organisation) ----------------------------------------
     min_free_bytes: int = Field(
         default=1024**3, description="Free space the storage volume keeps in reserve: under it, uploads answer 507 "

@@ -25,6 +25,7 @@ from celery.exceptions import Retry
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import select
 
+from evaluation.limits import run_limited
 from ftgate.settings import Settings, get_settings
 from models import (
     EvaluationRun,
@@ -191,10 +192,16 @@ def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> tu
     workdir = storage.workdir(sub.id, "inspect")
     training = _training(sub)
     preference_side = training.preference_side if training else "rejected"
-    insp = gate.inspect_submission(
-        storage.path(sub.artifact_path), sub.kind, sub.base_name, workdir=workdir, policy=sub.policy_name,
-        preference_side=preference_side, progress=runner.progress,
-    )
+    artifact = storage.path(sub.artifact_path)
+    options = {"workdir": workdir, "policy": sub.policy_name, "preference_side": preference_side}
+    settings = runner.settings
+    if settings.inspection_seconds > 0:  # the artifact is the tenant's: a hang or a blow-up costs a child only
+        runner.progress("inspect", 0, 1, "inspecting in a limited child process")
+        insp = gate.Inspection.from_dict(run_limited(
+            gate.inspect_as_dict, {"path": artifact, "kind": sub.kind, "base_name": sub.base_name, **options},
+            seconds=settings.inspection_seconds, memory_bytes=settings.inspection_memory_bytes, settings=settings))
+    else:
+        insp = gate.inspect_submission(artifact, sub.kind, sub.base_name, **options, progress=runner.progress)
     values: dict[str, Any] = {"inspection": insp.to_dict()}
     if getattr(insp, "adapter_dir", None):
         values["adapter_path"] = _stored(storage, insp.adapter_dir)

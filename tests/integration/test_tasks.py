@@ -57,6 +57,13 @@ class FakeGate(types.SimpleNamespace):
 
 
 @pytest.fixture
+def service_settings(service_settings):
+    """The fake gate lives in this process, so these tests inspect in-process; the limited child process is
+    tested with the real gate below and in tests/unit/test_limits.py."""
+    return service_settings.model_copy(update={"inspection_seconds": 0})
+
+
+@pytest.fixture
 def gate(monkeypatch):
     calls: list[str] = []
     g = FakeGate(Inspection=FakeInspection, Evaluation=FakeEvaluation, calls=calls, decision="approve",
@@ -127,7 +134,7 @@ def submit(service_settings, db):
     storage = Storage(service_settings.resolved_storage_dir)
     storage.ensure()
 
-    def make(kind="adapter", content: bytes | None = None, training=None) -> str:
+    def make(kind="adapter", content: bytes | None = None, training=None, base="b") -> str:
         content = content or (adapter_zip(str(len(content or b""))) if kind == "adapter" else b'{"prompt":"a","completion":"b"}\n')
         import hashlib
 
@@ -137,7 +144,7 @@ def submit(service_settings, db):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content)
         with session_scope(service_settings.resolved_database_url) as s:
-            sub, _ = lc.create_submission(s, principal, kind=kind, base="b", policy="default", name="n",
+            sub, _ = lc.create_submission(s, principal, kind=kind, base=base, policy="default", name="n",
                                           training=training or {}, filename=p.name, artifact_path=rel, sha256=sha,
                                           size=len(content))
             return sub.id
@@ -352,3 +359,21 @@ def test_nan_and_nul_in_results_are_stored_safely(service_settings, gate, submit
     assert ev.metrics == {"kl": {"delta": {"value": None, "hi": None}}}
     smp = db.scalar(select(Sample).where(Sample.submission_id == sid))
     assert smp.base_response == "ab" and smp.prompt == "p"
+
+
+def test_inspection_runs_in_a_limited_child_and_its_rejection_or_timeout_rejects(service_settings, submit, db):
+    """The real gate, in the child: the child's own refusal (a dataset line that is not JSON) comes back as
+    the stage's rejection with its reason, and a child past its deadline is killed and rejected, never
+    failed or retried."""
+    limited = service_settings.model_copy(update={"inspection_seconds": 120})
+    sid = submit("dataset", content=b'{"prompt": "a", "completion": "b"}\nnot json at all\n', base="smollm2-135m")
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, limited) == "rejected"
+    sub = db.get(Submission, sid)
+    assert sub.status == "rejected" and "line 2" in sub.error
+
+    slow = service_settings.model_copy(update={"inspection_seconds": 0.001})
+    sid = submit("dataset")
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, slow) == "rejected"
+    sub = db.get(Submission, sid)
+    db.refresh(sub)
+    assert sub.status == "rejected" and sub.error_code == "too_slow" and "took longer than 0.001 s" in sub.error
