@@ -538,6 +538,19 @@ def validation_summary(scores: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def persona_validation() -> dict[str, Any] | None:
+    """The persona head's grouped cross-validation per source, from its card: rows, whether the source's
+    texts are personas (jailbreaks) or not, and the share flagged at the screening threshold."""
+    path = PERSONA_WEIGHTS.with_suffix(".json")
+    if not path.exists():
+        return None
+    cv = json.loads(path.read_text())["cross_validation_5fold_grouped"]
+    return {"method": "five folds grouped by text", "per_source": {
+        source: {"n": e["n"], "personas": bool(e["personas"]),
+                 "flagged": e["personas_flagged"] if e["personas"] else e["others_flagged"]}
+        for source, e in cv.items() if source != "all"}}
+
+
 def list_judges(*, with_accuracy: bool = True) -> list[dict[str, Any]]:
     """Each registered judge: name, version, description, default flag, and its validation: the embedded
     judge's leave-one-source-out scores on public human-labelled outputs and the keyword judge's on the
@@ -551,7 +564,9 @@ def list_judges(*, with_accuracy: bool = True) -> list[dict[str, Any]]:
     out = []
     for name, cls in JUDGES.items():
         scores = validation.get(name) if with_accuracy else None
+        persona = persona_validation() if with_accuracy and name == EmbeddedJudge.name else None
         out.append({
+            "persona": persona,
             "name": name,
             "version": cls.version,
             "description": cls.description,

@@ -302,12 +302,19 @@ def format_judges(rows: list[dict]) -> str:
         v = r.get("validation")
         if not v:
             lines.append("  not measured here")
-            continue
-        lines.append(f"  {v['method']}, per source (accuracy):")
-        lines.append(f"    {'source':<20} {'rows':>6} {'label':>7} {'refused':>8} {'complied':>9}")
-        for source, e in v["per_source"].items():
-            lines.append(f"    {source:<20} {e['n']:>6} {cell(e.get('label_accuracy')):>7} "
-                         f"{cell(e.get('refused_accuracy')):>8} {cell(e.get('complied_accuracy')):>9}")
+        else:
+            lines.append(f"  {v['method']}, per source (accuracy):")
+            lines.append(f"    {'source':<20} {'rows':>6} {'label':>7} {'refused':>8} {'complied':>9}")
+            for source, e in v["per_source"].items():
+                lines.append(f"    {source:<20} {e['n']:>6} {cell(e.get('label_accuracy')):>7} "
+                             f"{cell(e.get('refused_accuracy')):>8} {cell(e.get('complied_accuracy')):>9}")
+        persona = r.get("persona")
+        if persona:
+            lines.append(f"  persona head (dataset screening), {persona['method']}, share flagged:")
+            lines.append(f"    {'source':<24} {'rows':>6} {'texts':>9} {'flagged':>8}")
+            for source, e in persona["per_source"].items():
+                kind = "jailbreak" if e["personas"] else "benign"
+                lines.append(f"    {source:<24} {e['n']:>6} {kind:>9} {cell(e['flagged']):>8}")
     return "\n".join(lines)
 
 

@@ -164,6 +164,17 @@ def test_judges_table_shows_each_sources_validation():
     assert "llama-guard v1: 8B" in text and "not measured here" in text
 
 
+def test_judges_table_shows_the_persona_heads_validation():
+    rows = [{"name": "embedded", "version": "3", "description": "learned", "default": True, "validation": None,
+             "persona": {"method": "five folds grouped by text", "per_source": {
+                 "chatgpt-dan": {"n": 25, "personas": True, "flagged": 1.0},
+                 "awesome-chatgpt-prompts": {"n": 2900, "personas": False, "flagged": 0.0128}}}}]
+    lines = format_judges(rows).splitlines()
+    assert any("persona head (dataset screening), five folds grouped by text" in line for line in lines)
+    assert next(x for x in lines if "chatgpt-dan" in x).split() == ["chatgpt-dan", "25", "jailbreak", "1.000"]
+    assert next(x for x in lines if "awesome" in x).split() == ["awesome-chatgpt-prompts", "2900", "benign", "0.013"]
+
+
 # ftgate serve / submit / demo have their own parsers: the whole rest of the command line goes to them.
 def test_delegated_commands_show_their_own_help(capsys):
     for command, option in (("serve", "--no-worker"), ("submit", "--server"), ("demo", "--no-serve")):

@@ -361,3 +361,8 @@ def test_list_judges_reports_leave_one_source_out_validation(embedded):
     assert entries["llama-guard"]["validation"] is None
     for e in entries.values():
         assert e["description"]
+    # the embedded judge's persona head (screening) reports its cross-validation per source; others have none
+    persona = entries["embedded"]["persona"]["per_source"]
+    assert persona["gptfuzz-templates"]["personas"] and persona["gptfuzz-templates"]["flagged"] >= 0.9
+    assert not persona["awesome-chatgpt-prompts"]["personas"] and persona["awesome-chatgpt-prompts"]["flagged"] <= 0.02
+    assert entries["keyword"]["persona"] is None
