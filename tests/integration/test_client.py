@@ -4,7 +4,6 @@ bootstrap of `ftgate serve`. The verdicts are written by the test (the real pipe
 from __future__ import annotations
 
 import io
-import socket
 import stat
 import threading
 import time
@@ -14,26 +13,15 @@ import pytest
 
 from api import client as cli
 from tests.integration.test_api import adapter_zip
+from tests.live_server import start_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def live_server(app):
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
+    url, server, t = start_server(app)
+    yield url
     server.should_exit = True
     t.join(timeout=10)
 

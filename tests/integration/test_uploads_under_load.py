@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from tests.live_server import start_server
+
 pytestmark = pytest.mark.integration
 API = "/api/v1"
 BOUNDARY = "ftgate-test-boundary"
@@ -76,7 +78,6 @@ class RawUpload:
 @pytest.fixture
 def serve(service_settings):
     """serve(**settings) -> (base_url, app): a live server with those settings and a pool of POOL_SIZE."""
-    import uvicorn
     from sqlalchemy import create_engine
     from sqlalchemy.orm import sessionmaker
 
@@ -94,21 +95,10 @@ def serve(service_settings):
                                connect_args={"options": "-c idle_in_transaction_session_timeout=10000"})
         app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
         app.state.engine = engine
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               timeout_graceful_shutdown=5))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
+        url, server, thread = start_server(app, timeout_graceful_shutdown=5)
         servers.append((server, thread))
         engines.append(engine)
-        return f"http://127.0.0.1:{port}", app
+        return url, app
 
     yield start
     for server, thread in servers:
