@@ -176,14 +176,20 @@ def _class_balance(y: np.ndarray) -> np.ndarray:
     return w
 
 
-def leave_one_source_out(x: np.ndarray, y: np.ndarray, sources: Sequence[str]) -> tuple[dict, np.ndarray]:
+def _out_of_fold(x: np.ndarray, y: np.ndarray, sources: Sequence[str], parts: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Each part of ``parts`` scored by heads trained on all the others; flag rates per source and overall,
+    and the out-of-fold logits."""
     src = np.array(sources)
     oof = np.zeros(len(x))
-    for s in sorted(set(sources)):
-        test = src == s
+    for part in np.unique(parts):
+        test = parts == part
         oof[test] = ensemble_logits(fit_head(x[~test], y[~test], list(src[~test])), x[test])
-    return {s: _flag_rates(oof[src == s], y[src == s]) for s in [*sorted(set(sources))]} | {
+    return {s: _flag_rates(oof[src == s], y[src == s]) for s in sorted(set(sources))} | {
         "all": _flag_rates(oof, y)}, oof
+
+
+def leave_one_source_out(x: np.ndarray, y: np.ndarray, sources: Sequence[str]) -> tuple[dict, np.ndarray]:
+    return _out_of_fold(x, y, sources, np.array(sources))
 
 
 def grouped_cross_validation(x: np.ndarray, y: np.ndarray, sources: Sequence[str], groups: np.ndarray,
@@ -191,14 +197,7 @@ def grouped_cross_validation(x: np.ndarray, y: np.ndarray, sources: Sequence[str
     """Five folds over whole texts (a text and its opening stay together), scored per source. Weaker than
     leave-one-source-out, but the only fair test for the role-prompt negatives: without them the head has no
     benign persona to learn from (leave-one-source-out shows what that costs)."""
-    src = np.array(sources)
-    fold = np.random.default_rng(0).integers(0, folds, groups.max() + 1)[groups]
-    oof = np.zeros(len(x))
-    for f in range(folds):
-        test = fold == f
-        oof[test] = ensemble_logits(fit_head(x[~test], y[~test], list(src[~test])), x[test])
-    return {s: _flag_rates(oof[src == s], y[src == s]) for s in sorted(set(sources))} | {
-        "all": _flag_rates(oof, y)}, oof
+    return _out_of_fold(x, y, sources, np.random.default_rng(0).integers(0, folds, groups.max() + 1)[groups])
 
 
 def _flag_rates(logits: np.ndarray, y: np.ndarray) -> dict:
