@@ -502,14 +502,27 @@ def _info_drift(metrics: dict, out: _Checks) -> None:
         out.add("knowledge_drift", "info", "Knowledge drift: " + "; ".join(parts))
 
 
-def _screening_numbers(screening: Any) -> tuple[int, int, float] | None:
+def _screening_numbers(screening: Any, count: str = "n_harmful", share_key: str = "share"
+                       ) -> tuple[int, int, float] | None:
+    """(examples, flagged, share) of one screening finding (harmful examples, or ``count="n_persona"``),
+    None when the report does not carry them."""
     n = _get(screening, "n")
-    k = _get(screening, "n_harmful")
+    k = _get(screening, count)
     if not isinstance(n, int) or not isinstance(k, int) or n <= 0:
         return None
-    share = _get(screening, "share")
+    share = _get(screening, share_key)
     share = float(share) if isinstance(share, int | float) else k / n
     return n, k, share
+
+
+def _at_review_threshold(k: int, share: float, policy: Policy) -> bool:
+    # Both: a count alone grows with dataset size and with the screening judge's false-positive rate
+    # (measured: 4 of 227 plainly benign examples flagged, 1.8%); a share alone fires on tiny datasets.
+    return k >= policy.screen_review_count and share >= policy.screen_review_share
+
+
+def _review_threshold_text(policy: Policy) -> str:
+    return f"at or over the review threshold ({policy.screen_review_count} examples and {_pct(policy.screen_review_share)})"
 
 
 def _check_screening(screening: Any, policy: Policy, out: _Checks) -> None:
@@ -526,15 +539,8 @@ def _check_screening(screening: Any, policy: Policy, out: _Checks) -> None:
                 f"{text}: at or over the {_pct(policy.screen_block_share)} block share, so the dataset is blocked "
                 "without fine-tuning",
             )
-        # Both: a count alone grows with dataset size and with the screening judge's false-positive rate
-        # (measured: 4 of 227 plainly benign examples flagged, 1.8%); a share alone fires on tiny datasets.
-        elif k >= policy.screen_review_count and share >= policy.screen_review_share:
-            out.add(
-                "screening",
-                REVIEW,
-                f"{text}: at or over the review threshold ({policy.screen_review_count} examples and "
-                f"{_pct(policy.screen_review_share)}); see the flagged examples",
-            )
+        elif _at_review_threshold(k, share, policy):
+            out.add("screening", REVIEW, f"{text}: {_review_threshold_text(policy)}; see the flagged examples")
         else:
             out.add("screening", "pass", f"{text}: under the review threshold")
     _check_personas(screening, policy, out)
@@ -557,10 +563,10 @@ def _check_personas(screening: Any, policy: Policy, out: _Checks) -> None:
 
     Review, never block: the persona head reads the form of an instruction, not what the fine-tune does,
     and it flags some benign role prompts (1.3% of awesome-chatgpt-prompts' in cross-validation)."""
-    n, k = _get(screening, "n"), _get(screening, "n_persona")
-    if not isinstance(n, int) or not isinstance(k, int) or n <= 0:
+    nums = _screening_numbers(screening, "n_persona", "persona_share")
+    if nums is None:
         return
-    share = k / n
+    n, k, share = nums
     text = (f"Jailbreak personas: {k} of {n} training examples ({_pct(share)}) have a system or user message "
             "that sets up a persona without safety rules")
     flagged = _get(screening, "persona_flagged") or []
@@ -569,9 +575,9 @@ def _check_personas(screening: Any, policy: Policy, out: _Checks) -> None:
         quote = str(first.get("text", ""))
         quote = quote if len(quote) <= 80 else quote[:77] + "..."
         text += f" (e.g. line {first.get('line')}, {first.get('role')}: {quote!r})"
-    if k >= policy.screen_review_count and share >= policy.screen_review_share:
-        out.add("persona", REVIEW, f"{text}: at or over the review threshold ({policy.screen_review_count} examples "
-                f"and {_pct(policy.screen_review_share)}); a reviewer decides whether the persona is an attack")
+    if _at_review_threshold(k, share, policy):
+        out.add("persona", REVIEW, f"{text}: {_review_threshold_text(policy)}; a reviewer decides whether the "
+                "persona is an attack")
     elif k:
         out.add("persona", "pass", f"{text}: under the review threshold")
 
