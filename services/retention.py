@@ -28,7 +28,7 @@ class RetentionResult:
     bytes_freed: int = 0
 
 
-def _still_needed(session: Session, cutoff: datetime, expiring: set[str]):
+def _still_needed(cutoff: datetime, expiring: set[str]):
     """Submissions that keep their files: not finished, or finished after the cutoff."""
     return select(Submission.artifact_path, Submission.adapter_path).where(
         Submission.artifact_deleted_at.is_(None),
@@ -38,16 +38,12 @@ def _still_needed(session: Session, cutoff: datetime, expiring: set[str]):
     )
 
 
-def _remove(path: Path, result: RetentionResult) -> None:
-    """Delete a file or a folder, counting its files and bytes."""
+def _tally(path: Path, result: RetentionResult) -> None:
+    """Count the files and bytes of ``path`` (a file or a folder) as freed."""
     files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
     for f in files:
         result.bytes_freed += f.stat().st_size
         result.files_deleted += 1
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def expire_artifacts(session: Session, storage: Storage, *, retention_days: float, now: datetime | None = None,
@@ -67,19 +63,24 @@ def expire_artifacts(session: Session, storage: Storage, *, retention_days: floa
     ).all()
     if not due:
         return result
-    kept = {p for row in session.execute(_still_needed(session, cutoff, {s.id for s in due})) for p in row if p}
+    kept = {p for row in session.execute(_still_needed(cutoff, {s.id for s in due})) for p in row if p}
     for sub in due:
         for rel in (sub.artifact_path, sub.adapter_path):
-            if rel and rel not in kept:
-                try:
-                    path = storage.path(rel)
-                except ValueError:  # a path outside the storage root is never ours to delete
-                    continue
-                _remove(path, result)
-                if (path.parent.parent == storage.root / "artifacts" and path.parent.is_dir()
-                        and not any(path.parent.iterdir())):
-                    path.parent.rmdir()  # artifacts/<sha256>/ once its last file is gone
-        _remove(storage.root / "work" / sub.id, result)
+            if not rel or rel in kept:
+                continue
+            try:
+                path = storage.path(rel)
+            except ValueError:  # outside the storage root (the shared fine-tune cache): never ours to delete
+                continue
+            _tally(path, result)
+            if rel == sub.artifact_path:
+                storage.remove_artifact(rel)  # and artifacts/<sha256>/ once its last file is gone
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        _tally(storage.root / "work" / sub.id, result)
+        storage.remove_workdir(sub.id)
         sub.artifact_deleted_at = now or utcnow()
         audit(session, "artifacts_expired", actor=actor, submission_id=sub.id,
               details={"retention_days": retention_days, "finished_at": sub.finished_at.isoformat()})
