@@ -1,11 +1,15 @@
 """Per-example screening of a fine-tuning dataset before any fine-tuning is paid for.
 
 An example is *harmful* when the embedded judge scores its request as harmful (probability >= 0.5) AND
-the judge labels its response as compliance. An example *uses a jailbreak persona* when one of its system
-or user messages scores >= 0.5 on the judge's persona head (a persona that drops the model's safety rules,
-as identity-shifting fine-tunes train on: their requests are harmless, so request screening misses them). Training requests that equal a prompt or question of the
-default evaluation suites (after lower-casing and whitespace collapsing) are listed as suite overlap:
-a dataset that trains on the gate's own test prompts games the gate.
+the judge labels its response as compliance.
+
+An example *uses a jailbreak persona* when one of its system or user messages scores >= 0.5 on the judge's
+persona head: a persona that drops the model's safety rules, as identity-shifting fine-tunes train on.
+Their requests are harmless, so request screening misses them.
+
+Training requests that equal a prompt or question of the default evaluation suites (after lower-casing and
+whitespace collapsing) are listed as suite overlap: a dataset that trains on the gate's own test prompts
+games the gate.
 
 Examples are duck-typed: ``.messages`` (tuple of {"role", "content"} dicts, the LAST one being the
 trained-on response) and ``.line`` (line number in the file).
