@@ -490,10 +490,15 @@ def expire_once(settings: Settings | None = None, *, actor: str = "retention") -
     return res
 
 
+def housekeeping_pass() -> tuple[lifecycle.ReapResult, RetentionResult]:
+    """What each worker's reaper does every interval: stale jobs, then expired files."""
+    name = worker_name()
+    return reap_once(actor=f"reaper:{name}"), expire_once(actor=f"retention:{name}")
+
+
 @celery_app.task(name=REAP_TASK, bind=True, acks_late=True)
 def reap_task(self) -> dict:
-    res = reap_once(actor=f"reaper:{worker_name()}")
-    expired = expire_once(actor=f"retention:{worker_name()}")
+    res, expired = housekeeping_pass()
     return {"requeued": [i for i, _ in res.requeue], "failed": res.failed, "expired": expired.expired}
 
 
@@ -505,8 +510,7 @@ _reaper_stop = threading.Event()
 def _reaper_loop(interval: float) -> None:
     while True:
         try:
-            reap_once(actor=f"reaper:{worker_name()}")
-            expire_once(actor=f"retention:{worker_name()}")
+            housekeeping_pass()
         except Exception as e:
             log.warning("reaper pass failed: %s", e)
         if _reaper_stop.wait(interval):
