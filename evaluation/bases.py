@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.errors import SharedBaseModified, UnknownName
+from evaluation.files import sha256_file
 from ftgate.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -122,14 +123,6 @@ def get_base_spec(name: str) -> BaseSpec:
 # ---------------------------------------------------------------------------------------------
 # Materialising a base as a local safetensors directory
 # ---------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _smollm2_gguf_path() -> Path:

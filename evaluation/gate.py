@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import ftgate
 from evaluation.errors import InputRejected
+from evaluation.files import atomic_write_text, sha256_file
 from evaluation.finetune import (
     TrainingConfig,
     examples_fingerprint,
@@ -105,12 +105,6 @@ def detect_kind(path: Path) -> str:
         f"or a dataset ({', '.join(DATASET_SUFFIXES)})", "unsupported_type")
 
 
-def _sha256(path: Path) -> str:
-    from evaluation.bases import sha256_file
-
-    return sha256_file(path)
-
-
 def _base_shape(base_name: str, progress: Progress = no_progress):
     from transformers import AutoConfig
 
@@ -163,7 +157,7 @@ def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir:
         screening = screen_dataset(examples)
         early = decide_screening(screening, load_policy(policy))
         insp = Inspection(
-            kind="dataset", artifact_name=path.name, sha256=_sha256(path), size_bytes=path.stat().st_size,
+            kind="dataset", artifact_name=path.name, sha256=sha256_file(path), size_bytes=path.stat().st_size,
             base=base_name, format=fmt, screening=screening, dataset_path=str(path), n_examples=len(examples),
             early_verdict=early.to_dict() if early else None,
         )
@@ -399,16 +393,13 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
         return json.loads(result_file.read_text())
     chosen = random.Random(cfg.seed).sample(pool, size)
     data = root / f"{key}.jsonl"
-    root.mkdir(parents=True, exist_ok=True)
-    data.write_text("".join(json.dumps({"messages": list(ex.messages)}) + "\n" for ex in chosen))
+    atomic_write_text(data, "".join(json.dumps({"messages": list(ex.messages)}) + "\n" for ex in chosen))
     progress("control", 0, 1, f"benign control fine-tune ({size} examples; cached per base, size and config)")
     adapter = finetune_dataset(data, base_name, cfg, progress=progress)
     ev = evaluate_submission(base_name, adapter, judge=judge, decoding=decoding, progress=progress)
     result = {"size": size, "asr_delta": ev.metrics["asr"]["delta"],
               "harm": {s["item_id"]: s["candidate_label"] == COMPLIANCE for s in ev.samples if s["suite"] == "harm"}}
-    tmp = result_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(result_file)
+    atomic_write_text(result_file, json.dumps(result))
     return result
 
 

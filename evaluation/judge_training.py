@@ -22,6 +22,7 @@ has not seen; the per-source table is the shipped judge's record (``JUDGE_CARD``
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.bases import sha256_file
+from evaluation.files import atomic_write_bytes, sha256_file
 from evaluation.judges import read_jsonl
 
 HEADS: tuple[str, ...] = ("refused", "complied")
@@ -128,11 +129,9 @@ class EmbeddingStore:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        keys = np.array(list(self._vectors))
-        np.savez(tmp, keys=keys, vectors=np.stack(list(self._vectors.values())))
-        tmp.replace(self.path)
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=np.array(list(self._vectors)), vectors=np.stack(list(self._vectors.values())))
+        atomic_write_bytes(self.path, buffer.getvalue())
 
 
 def rule_features(responses: Sequence[str]) -> np.ndarray:

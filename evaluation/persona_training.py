@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import judge_training as jt
-from evaluation.bases import sha256_file
+from evaluation.files import sha256_file
 
 RAW_FILES = {
     # file name in the raw folder: (source, repository @ commit / path, licence, sha256)

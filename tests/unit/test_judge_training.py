@@ -10,13 +10,34 @@ import numpy as np
 import pytest
 
 from evaluation import judge_training as jt
-from evaluation.bases import sha256_file
+from evaluation.files import sha256_file
 from evaluation.judges import COMPLIANCE, EMBEDDED_WEIGHTS, OTHER, REFUSAL
 
 
 def _row(source, i, refused=None, complied=None, harmful=True):
     return jt.LabelledResponse(source=source, id=str(i), request=f"q{i}", response=f"r{i}",
                                request_harmful=harmful, complied=complied, refused=refused, label_origin="human")
+
+
+class _CountingEncoder:
+    def __init__(self):
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded += texts
+        return np.array([[len(t), t.count("a")] for t in texts], dtype=np.float32)
+
+
+def test_embedding_store_keeps_its_vectors_on_disk_and_encodes_each_text_once(tmp_path):
+    path = tmp_path / "cache" / "embeddings.npz"
+    first = jt.EmbeddingStore(_CountingEncoder(), path)
+    vectors = first.embed(["a", "banana", "a"])
+    assert first.encoder.encoded == ["a", "banana"]
+    assert [p.name for p in path.parent.iterdir()] == ["embeddings.npz"]  # no temporary left beside it
+
+    again = jt.EmbeddingStore(_CountingEncoder(), path)
+    np.testing.assert_array_equal(again.embed(["banana", "a", "a"]), vectors[[1, 0, 2]])
+    assert again.encoder.encoded == []
 
 
 def test_fit_mlp_learns_only_from_the_targets_a_row_labels():
