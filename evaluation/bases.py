@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.errors import SharedBaseModified, UnknownName
-from evaluation.files import sha256_file
+from evaluation.files import FINGERPRINT_FILE, sha256_file, weights_fingerprint, write_weights_fingerprint
 from ftgate.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -132,27 +132,11 @@ def _smollm2_gguf_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
 
 
-def _write_fingerprint(directory: Path) -> str:
-    """sha256 over the weight files, stored beside them so it is computed once."""
-    h = hashlib.sha256()
-    for f in sorted(directory.glob("*.safetensors")):
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    fp = h.hexdigest()[:16]
-    (directory / "ftgate-fingerprint.txt").write_text(fp)
-    return fp
-
-
-def read_fingerprint(directory: Path) -> str:
-    marker = directory / "ftgate-fingerprint.txt"
-    return marker.read_text().strip() if marker.exists() else _write_fingerprint(directory)
-
-
 def _convert_smollm2(progress: Callable[[str], None]) -> Path:
     gguf = _smollm2_gguf_path()
     digest = sha256_file(gguf)[:16]
     out = get_settings().cache_dir / "bases" / f"smollm2-135m-{digest}"
-    if (out / "ftgate-fingerprint.txt").exists():
+    if (out / FINGERPRINT_FILE).exists():
         return out
     progress(f"converting {gguf.name} to safetensors (once; ~30 s)")
     import torch
@@ -170,7 +154,7 @@ def _convert_smollm2(progress: Callable[[str], None]) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    _write_fingerprint(tmp)
+    write_weights_fingerprint(tmp)
     os.replace(tmp, out) if not out.exists() else None
     return out
 
@@ -184,7 +168,10 @@ def materialize(name: str, progress: Callable[[str], None] = log.info) -> Path:
         if spec.builder == "guard":
             from evaluation.guard import build_guarded_base
 
-            return build_guarded_base(parent=spec.parent or "smollm2-135m", progress=progress)
+            parent = spec.parent or "smollm2-135m"
+            # the parent is handed over (folder and loader): evaluation.guard imports nothing from here
+            return build_guarded_base(parent, materialize(parent, progress), lambda: load_base(parent, progress),
+                                      progress=progress)
         raise RuntimeError(f"base {name}: unknown builder {spec.builder!r}")
     path = Path(spec.source)
     if path.exists():
@@ -223,9 +210,9 @@ def load_base(name: str, progress: Callable[[str], None] = log.info) -> LoadedBa
     model.eval()
     if spec.load_in_4bit:
         # "unpacked": results cached before load_4bit_model turned off the CPU repacking are not reused
-        fingerprint = hashlib.sha256((read_fingerprint(path) + ":nf4-unpacked").encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256((weights_fingerprint(path) + ":nf4-unpacked").encode()).hexdigest()[:16]
     else:
-        fingerprint = read_fingerprint(path)
+        fingerprint = weights_fingerprint(path)
     loaded = LoadedBase(spec=spec, model=model, tokenizer=tokenizer, path=path, fingerprint=fingerprint)
     _LOADED.clear()  # keep one base in memory: a worker serves one base at a time
     _LOADED[name] = loaded

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from evaluation.files import FINGERPRINT_FILE, weights_fingerprint, write_weights_fingerprint
 from ftgate.settings import get_settings
 
 GUARD_DIR = Path(__file__).parent / "data" / "guard"
@@ -71,18 +72,21 @@ def _build_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build_guarded_base(parent: str = "smollm2-135m", progress: Callable[[str], None] = print,
-                       recipe_path: Path = RECIPE_FILE) -> Path:
-    from evaluation.bases import _write_fingerprint, load_base, materialize, read_fingerprint
+def build_guarded_base(parent: str, parent_dir: Path, load_parent: Callable[[], Any],
+                       progress: Callable[[str], None] = print, recipe_path: Path = RECIPE_FILE) -> Path:
+    """The guarded base's folder, built from the parent base (name, materialized folder, and a loader
+    called only when a build is needed) unless already cached under the recipe's hash.
 
+    evaluation.bases.materialize calls this with the parent in hand, so this module needs nothing from
+    evaluation.bases (no import cycle between the two).
+    """
     recipe = load_recipe(recipe_path)
-    parent_dir = materialize(parent, progress)
-    digest = recipe_hash(recipe, read_fingerprint(parent_dir), recipe_path.parent)
+    digest = recipe_hash(recipe, weights_fingerprint(parent_dir), recipe_path.parent)
     out = get_settings().cache_dir / "bases" / f"guarded-smollm2-{digest}"
-    if (out / "ftgate-fingerprint.txt").exists() and out.with_name(out.name + ".adapter").exists():
+    if (out / FINGERPRINT_FILE).exists() and guard_adapter_dir(out).exists():
         return out
     with _build_lock(out.with_suffix(".lock")):
-        if (out / "ftgate-fingerprint.txt").exists():
+        if (out / FINGERPRINT_FILE).exists():
             return out
         import torch
         from peft import PeftModel
@@ -95,8 +99,8 @@ def build_guarded_base(parent: str = "smollm2-135m", progress: Callable[[str], N
         _, examples = load_dataset(data_path)
         examples = weighted_mix(examples, _kinds(data_path), recipe.get("weights", {}))
         progress(f"building guarded-smollm2 ({cfg.steps} LoRA steps on {len(examples)} examples; once per machine)")
-        base = load_base(parent, progress)
-        adapter = out.with_name(out.name + ".adapter")
+        base = load_parent()
+        adapter = guard_adapter_dir(out)
 
         def step_progress(stage: str, done: int, total: int, message: str = "") -> None:
             if done % 10 == 0 or done == total:
@@ -111,13 +115,13 @@ def build_guarded_base(parent: str = "smollm2-135m", progress: Callable[[str], N
         merged.save_pretrained(tmp, safe_serialization=True)
         base.tokenizer.save_pretrained(tmp)
         (tmp / "ftgate-recipe.json").write_text(json.dumps({"recipe": recipe, "parent": parent, "training": log}, indent=1))
-        _write_fingerprint(tmp)
+        write_weights_fingerprint(tmp)
         os.replace(tmp, out)
     return out
 
 
-def guard_adapter_dir(parent: str = "smollm2-135m", recipe_path: Path = RECIPE_FILE) -> Path:
-    """The guard's LoRA adapter (kept beside the merged base): `ftgate bootstrap --measure` scores it
-    as a candidate over the raw base, which gives the guarded base's ASR, over-refusal and accuracy."""
-    out = build_guarded_base(parent, recipe_path=recipe_path)
-    return out.with_name(out.name + ".adapter")
+def guard_adapter_dir(guarded_base_dir: Path) -> Path:
+    """The guard's LoRA adapter, kept beside the merged base in ``guarded_base_dir``: `ftgate bootstrap
+    --measure` scores it as a candidate over the raw base, which gives the guarded base's ASR, over-refusal
+    and accuracy."""
+    return guarded_base_dir.with_name(guarded_base_dir.name + ".adapter")

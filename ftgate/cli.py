@@ -217,7 +217,7 @@ def cmd_bootstrap(args) -> int:
     if args.measure:
         from evaluation.guard import guard_adapter_dir
 
-        adapter = guard_adapter_dir()
+        adapter = guard_adapter_dir(materialize("guarded-smollm2"))
         from evaluation.gate import evaluate_submission
 
         ev = evaluate_submission(spec.parent or spec.name, adapter, progress=TerminalProgress())
