@@ -24,6 +24,7 @@ from typing import Any
 
 from evaluation.archives import archive_kind, unpack_archive_safely
 from evaluation.errors import InputRejected
+from evaluation.files import CHUNK_BYTES, sha256_file
 from evaluation.jsonlimits import loads_limited
 from evaluation.lora_config import ALL_LINEAR, CheckedLoraConfig, check_lora_config, name_matches
 
@@ -58,7 +59,7 @@ class BaseShape:
 class AdapterInspection:
     adapter_dir: Path  # a folder holding exactly adapter_config.json (the checked one) + adapter_model.safetensors
     config: dict  # the adapter_config.json the gate wrote and loads (CheckedLoraConfig.to_peft_dict())
-    sha256: str  # of the uploaded file; for a directory of canonical_sha256(dir)
+    sha256: str  # of the uploaded file; for an uploaded directory its adapter_fingerprint
     rank: int  # the largest rank of any module
     target_modules: list[str]
     n_parameters: int
@@ -115,23 +116,21 @@ def _as_shape(base: Any) -> BaseShape:
 # --------------------------------------------------------------------------------------------- hashing
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def adapter_fingerprint(adapter_dir: Path) -> str:
+    """The identity of an adapter folder: the hex sha256 over, for adapter_config.json then
+    adapter_model.safetensors, the name, NUL, the size, NUL and the bytes (the sizes keep the two files'
+    bytes from running into each other). Other files in the folder do not count.
 
-
-def canonical_sha256(adapter_dir: Path) -> str:
-    """sha256 over, for adapter_config.json then adapter_model.safetensors: name, NUL, size, NUL, bytes."""
+    The one definition: an uploaded folder's sha256 (what was uploaded), the candidate-results cache key
+    and the model fingerprint the worker records (both of the checked adapter the gate loads) use it.
+    """
     h = hashlib.sha256()
     for fname in ALLOWED:
         p = Path(adapter_dir) / fname
         h.update(f"{fname}\0{p.stat().st_size}\0".encode())
         with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-                h.update(chunk)
+            while block := fh.read(CHUNK_BYTES):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -361,7 +360,7 @@ def inspect_adapter(path: Path, base: BaseShape, *, workdir: Path) -> AdapterIns
     rank, n_params = _check_tensors(root / WEIGHTS_NAME, cfg, shape, settings.max_adapter_rank)
 
     if sha is None:
-        sha = canonical_sha256(root)  # of what was uploaded, before the config is rewritten
+        sha = adapter_fingerprint(root)  # of what was uploaded, before the config is rewritten
     adapter_dir.mkdir(parents=True)
     # PEFT loads the config rebuilt from the checked fields, never the uploaded file.
     loaded_config = cfg.to_peft_dict()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ftgate
+from evaluation.adapters import adapter_fingerprint
 from evaluation.errors import InputRejected
 from evaluation.files import atomic_write_text, sha256_file
 from evaluation.finetune import (
@@ -259,15 +260,6 @@ def _eval_copy(base, dtype):
     return base.extra[key]
 
 
-def adapter_fingerprint(adapter_dir: Path) -> str:
-    """sha256 over the adapter's config and weights: what determines the candidate."""
-    h = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        h.update(name.encode())
-        h.update((adapter_dir / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None = None,
                         suites: dict[str, str] | None = None, decoding: DecodingConfig | None = None,
                         progress: Progress = no_progress) -> Evaluation:
@@ -307,6 +299,8 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
 
     # The candidate's outputs are deterministic too (greedy decoding, fixed weights): an adapter checked
     # again (a CI re-run, a resubmission, the same dataset fine-tuned again) is served from the cache.
+    # Entries made under an earlier adapter-fingerprint definition (16 hex characters, unframed) have
+    # other keys: they are never read, the results are computed again.
     adapter_id = adapter_fingerprint(Path(adapter_dir))
     cand_key = cache.key(f"{base.fingerprint}+{adapter_id}", the_suites, the_judge, decoding, str(dtype))
     cached = cache.get(cand_key) if settings.cache_candidate_results else None
@@ -314,7 +308,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     if cached:
         cand_out, drift = cached["outputs"], cached["drift"]
     else:
-        with candidate_on_base(base, Path(adapter_dir), dtype, label=f"adapter {adapter_id}") as candidate:
+        with candidate_on_base(base, Path(adapter_dir), dtype, label=f"adapter {adapter_id[:16]}") as candidate:
             cand_out = run_model_on_suites(candidate, tokenizer, the_suites, the_judge, decoding,
                                            progress=progress, who="candidate")
             timings["evaluate_candidate"] = round(time.perf_counter() - t0, 2)

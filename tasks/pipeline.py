@@ -252,15 +252,12 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
 
 
 def _adapter_fingerprint(storage: Storage, sub: Submission) -> str | None:
-    import hashlib
+    """The evaluated adapter's fingerprint (the one the candidate-results cache is keyed by), or None when
+    its files are gone."""
+    from evaluation.adapters import adapter_fingerprint
 
     try:
-        f = _resolve(storage, sub.adapter_path) / "adapter_model.safetensors"
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return adapter_fingerprint(_resolve(storage, sub.adapter_path))
     except OSError:
         return None
 

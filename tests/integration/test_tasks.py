@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from evaluation.adapters import adapter_fingerprint
 from models import EvaluationRun, Sample, Stage, StageRun, Submission, Verdict
 from services import submissions as lc
 from services.auth import Principal, create_user
 from services.db import session_scope
+from services.storage import Storage
 from tasks import pipeline
 from tests.integration.test_api import adapter_zip
 
@@ -79,6 +81,7 @@ def gate(monkeypatch):
         if kind == "adapter":
             d = Path(workdir) / "adapter"
             d.mkdir(parents=True, exist_ok=True)
+            (d / "adapter_config.json").write_text("{}")  # as a real inspection leaves it: both files
             (d / "adapter_model.safetensors").write_bytes(b"w")
             return FakeInspection(kind, adapter_dir=str(d))
         return FakeInspection(kind, dataset_path=str(path), early_verdict=g.early)
@@ -89,6 +92,7 @@ def gate(monkeypatch):
             progress("finetune", i + 1, 3, "step")
         d = Path(workdir) / "out"
         d.mkdir(parents=True, exist_ok=True)
+        (d / "adapter_config.json").write_text("{}")
         (d / "adapter_model.safetensors").write_bytes(b"ft")
         return d
 
@@ -177,7 +181,9 @@ def test_adapter_runs_inspect_evaluate_decide(service_settings, gate, submit, re
     assert db.scalar(select(func.count()).select_from(Verdict).where(Verdict.submission_id == sid)) == 1
     assert db.scalar(select(func.count()).select_from(Sample).where(Sample.submission_id == sid)) == 1
     ev = db.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sid))
-    assert ev.metrics == {"asr": {"delta": {"value": 0.0}}} and ev.model_fingerprint
+    assert ev.metrics == {"asr": {"delta": {"value": 0.0}}}
+    evaluated = Storage(service_settings.resolved_storage_dir).path(sub.adapter_path)
+    assert ev.model_fingerprint == adapter_fingerprint(evaluated)  # the candidate-results cache's key
     runs = db.scalars(select(StageRun).where(StageRun.submission_id == sid).order_by(StageRun.id)).all()
     assert [(r.stage, r.status) for r in runs] == [("inspect", "succeeded"), ("evaluate", "succeeded"),
                                                   ("decide", "succeeded")]

@@ -3,6 +3,7 @@ Llama (hidden 32, 2 layers, vocab 128), archives built with zipfile / tarfile.""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -14,12 +15,12 @@ import pytest
 from evaluation.adapters import (
     AdapterInspection,
     BaseShape,
-    canonical_sha256,
+    adapter_fingerprint,
     inspect_adapter,
-    sha256_file,
 )
 from evaluation.archives import unpack_archive_safely
 from evaluation.errors import InputRejected
+from evaluation.files import sha256_file
 from tests.helpers.adapters import (
     edit_config,
     edit_tensors,
@@ -67,6 +68,35 @@ def test_base_shape_from_dict_config():
     assert shape.name == "x" and shape.linear["model.layers.0.self_attn.q_proj"] == (32, 32)
 
 
+# ------------------------------------------------------------------------------------------- fingerprint
+
+
+def _adapter_files(folder: Path, config: bytes, weights: bytes) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_bytes(config)
+    (folder / "adapter_model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_adapter_fingerprint_is_the_framed_sha256_of_config_then_weights(tmp_path):
+    folder = _adapter_files(tmp_path / "a", b'{"r": 4}', b"WEIGHTS")
+    expected = hashlib.sha256(b'adapter_config.json\x008\x00{"r": 4}'
+                              b"adapter_model.safetensors\x007\x00WEIGHTS").hexdigest()
+    assert adapter_fingerprint(folder) == expected
+    (folder / "README.md").write_text("not part of the adapter")
+    assert adapter_fingerprint(folder) == expected
+
+
+def test_adapter_fingerprint_follows_config_and_weights_and_their_boundary(tmp_path):
+    fingerprints = {
+        adapter_fingerprint(_adapter_files(tmp_path / name, config, weights))
+        for name, config, weights in (("base", b"{}", b"AB"), ("config", b"{ }", b"AB"), ("weights", b"{}", b"AC"),
+                                      # the same bytes in a row, split elsewhere: the sizes tell them apart
+                                      ("boundary", b"{}A", b"B"))
+    }
+    assert len(fingerprints) == 4
+
+
 # ------------------------------------------------------------------------------------------- accepted
 
 
@@ -79,7 +109,7 @@ def test_valid_adapter_directory_accepted(tmp_path, base):
     # 2 layers x (q: 4*32 + 32*4, v: 4*32 + 16*4)
     assert res.n_parameters == 2 * ((4 * 32 + 32 * 4) + (4 * 32 + 16 * 4))
     assert sorted(p.name for p in res.adapter_dir.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
-    assert res.sha256 == canonical_sha256(src) and len(res.sha256) == 64
+    assert res.sha256 == adapter_fingerprint(src) and len(res.sha256) == 64
     assert [f["code"] for f in res.findings] == ["ignored_files"]
     assert res.findings[0]["severity"] == "info" and "README.md" in res.findings[0]["message"]
 
