@@ -26,7 +26,7 @@ def main() -> int:
 
     from evaluation.bases import compute_dtype, load_base
     from evaluation.finetune import load_candidate
-    from evaluation.gate import _default_suites, _eval_copy, default_decoding, finetune_dataset
+    from evaluation.gate import default_decoding, default_suites, eval_copy, finetune_dataset
     from evaluation.generation import generate
     from evaluation.judges import get_judge
     from evaluation.scoring import ResultsCache, run_model_on_suites, teacher_forced_knowledge
@@ -43,7 +43,7 @@ def main() -> int:
     base = load_base(args.base)
     adapter = Path(args.adapter) if args.adapter else finetune_dataset(
         Path(__file__).resolve().parent.parent / "examples" / "benign.jsonl", args.base)
-    suites = {k: dataclasses.replace(s, items=s.items[: args.per_suite]) for k, s in _default_suites().items()}
+    suites = {k: dataclasses.replace(s, items=s.items[: args.per_suite]) for k, s in default_suites().items()}
     for s in suites.values():  # the cache key must see the subset, not the full suite
         object.__setattr__(s, "hash", f"{s.hash}-first{args.per_suite}")
     judge = get_judge(get_settings().default_judge)
@@ -57,7 +57,7 @@ def main() -> int:
     dtype = compute_dtype()
     cache = ResultsCache(get_settings().cache_dir / "bench-base-results")
     key = cache.key(base.fingerprint, suites, judge, decoding, str(dtype))
-    base_model = _eval_copy(base, dtype)
+    base_model = eval_copy(base, dtype)
     if cache.get(key) is None:
         cache.put(key, run_model_on_suites(base_model, base.tokenizer, suites, judge, decoding, who="base"))
     # A worker process loads its libraries and kernels once and then serves many candidates: warm both

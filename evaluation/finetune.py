@@ -204,7 +204,7 @@ def finetune_lora(
         raise InputRejected("the dataset has no training examples", "empty_dataset")
     _seed_everything(cfg.seed)
     tokenizer = base.tokenizer
-    quantized = bool(getattr(base.model, "is_loaded_in_4bit", False))
+    quantized = is_4bit(base.model)
     if quantized:
         from peft import prepare_model_for_kbit_training
 
@@ -272,12 +272,18 @@ def place_adapter(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
 
 
+def is_4bit(model) -> bool:
+    """Whether ``model`` was loaded in 4-bit (bitsandbytes NF4): such weights can't be merged exactly nor
+    copied cheaply, so an adapter runs unmerged on the shared base and is unloaded after use."""
+    return bool(getattr(model, "is_loaded_in_4bit", False))
+
+
 def load_candidate(base, adapter_dir: Path, dtype=None):
     """A new model: the base with the adapter merged in (fp32 merge, then cast), the base untouched."""
     import torch
     from peft import PeftModel
 
-    if getattr(base.model, "is_loaded_in_4bit", False):
+    if is_4bit(base.model):
         # 4-bit weights can't be merged exactly, nor copied cheaply: the adapter runs unmerged on the SHARED
         # base, so the caller must call `.unload()` on the result when done (evaluate_submission does).
         return PeftModel.from_pretrained(base.model, adapter_dir, adapter_name="candidate").eval()

@@ -24,6 +24,7 @@ from evaluation.finetune import (
     TrainingConfig,
     examples_fingerprint,
     finetune_lora,
+    is_4bit,
     load_candidate,
     training_key,
 )
@@ -33,7 +34,8 @@ from ftgate.settings import get_settings
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
            "inspect_submission", "finetune_submission", "finetune_dataset", "evaluate_submission",
-           "evaluate_candidate", "benign_control", "add_control", "decide_submission", "run_check"]
+           "evaluate_candidate", "benign_control", "add_control", "decide_submission", "run_check",
+           "default_suites", "eval_copy"]
 
 REPORT_SCHEMA_VERSION = "1.0"
 ADAPTER_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -202,7 +204,9 @@ def default_decoding() -> DecodingConfig:
     return DecodingConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size)
 
 
-def _default_suites(overrides: dict[str, str] | None = None) -> dict:
+def default_suites(overrides: dict[str, str] | None = None) -> dict:
+    """The evaluation suites by kind (harm, overrefusal, knowledge): the registry's defaults, with
+    ``overrides`` (kind -> suite name or file) in their place."""
     from evaluation.suites import DEFAULT_SUITES, load_suite
 
     names = {**DEFAULT_SUITES, **(overrides or {})}
@@ -218,10 +222,6 @@ class _AdapterDisabled:
     def __call__(self, *args, **kwargs):
         with self.peft_model.disable_adapter():
             return self.peft_model(*args, **kwargs)
-
-
-def _is_4bit(base) -> bool:
-    return bool(getattr(base.model, "is_loaded_in_4bit", False))
 
 
 @contextmanager
@@ -240,19 +240,20 @@ def candidate_on_base(base, adapter_dir: Path, dtype, label: str = "") -> Iterat
     try:
         yield candidate
     finally:
-        if _is_4bit(base):
+        if is_4bit(base.model):
             candidate.unload()  # give the shared base back without the adapter layers
     verify_base_unchanged(base, checksum, label or "adapter")
 
 
-def _eval_copy(base, dtype):
-    """The base cast to the evaluation dtype, kept beside the fp32 master weights for reuse.
+def eval_copy(base, dtype):
+    """The base model cast to the evaluation ``dtype`` (what the base's suite outputs are generated with),
+    made once and kept in ``base.extra`` beside the fp32 master weights.
 
     A 4-bit base can't be cast or copied cheaply: it is used as it is.
     """
     import copy
 
-    if _is_4bit(base):
+    if is_4bit(base.model):
         return base.model
     key = f"eval-{dtype}"
     if key not in base.extra:
@@ -281,14 +282,14 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     t0 = time.perf_counter()
     base = load_base(base_name, progress=base_progress(progress))
     the_judge = get_judge(judge or settings.default_judge)
-    the_suites = _default_suites(suites)
+    the_suites = default_suites(suites)
     dtype = compute_dtype()
     tokenizer = base.tokenizer
     timings["load"] = round(time.perf_counter() - t0, 2)
 
     cache = ResultsCache(settings.cache_dir / "model-results")
     key = cache.key(base.fingerprint, the_suites, the_judge, decoding, str(dtype))
-    base_model = _eval_copy(base, dtype)
+    base_model = eval_copy(base, dtype)
     t0 = time.perf_counter()
     base_out = cache.get(key)
     cache_state = "hit" if base_out else "miss"
@@ -314,7 +315,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
             timings["evaluate_candidate"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             # A 4-bit candidate wraps the shared base's modules: the base is that model with the adapter off.
-            reference = _AdapterDisabled(candidate) if _is_4bit(base) else base_model
+            reference = _AdapterDisabled(candidate) if is_4bit(base.model) else base_model
             drift = teacher_forced_knowledge(reference, candidate, tokenizer, the_suites["knowledge"].items,
                                              batch_size=decoding.batch_size, progress=progress)
         del candidate, reference  # free the merged copy
@@ -381,7 +382,7 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
     base = load_base(base_name, progress=base_progress(progress))
     root = get_settings().cache_dir / "controls"
     key = control_key(base.fingerprint, examples_fingerprint(pool), size, cfg, get_judge(judge).fingerprint,
-                      decoding or default_decoding(), {k: s.hash for k, s in _default_suites().items()})
+                      decoding or default_decoding(), {k: s.hash for k, s in default_suites().items()})
     result_file = root / f"{key}.json"
     if result_file.exists():
         return json.loads(result_file.read_text())

@@ -18,6 +18,7 @@ from evaluation.finetune import (
     encode_example,
     examples_fingerprint,
     finetune_lora,
+    is_4bit,
     load_candidate,
     training_key,
 )
@@ -295,6 +296,14 @@ def test_load_candidate_merges_the_adapter(trained, base):
 # --------------------------------------------------------------------------- 4-bit NF4 base (research recipe)
 
 
+def test_is_4bit_only_for_a_model_loaded_in_4bit(base):
+    from types import SimpleNamespace
+
+    assert not is_4bit(base.model)  # the fp32 tiny model
+    assert is_4bit(SimpleNamespace(is_loaded_in_4bit=True))  # the attribute transformers sets on a 4-bit load
+    assert not is_4bit(SimpleNamespace(is_loaded_in_4bit=None))
+
+
 def _load_4bit(path: Path):
     from evaluation.bases import load_4bit_model
 
@@ -329,7 +338,7 @@ def test_finetune_on_4bit_nf4_base_with_adamw8bit(tiny_dir_64, tmp_path):
         model = _load_4bit(tiny_dir_64)
     except Exception as e:  # pragma: no cover - depends on the bitsandbytes build
         pytest.skip(f"bitsandbytes cannot load a 4-bit model here: {type(e).__name__}: {e}")
-    assert model.is_loaded_in_4bit
+    assert is_4bit(model)
     base = TinyBase(model, tiny_tokenizer())
     ids = torch.tensor([[3, 6, 7, 2, 4]])
     with torch.inference_mode():
