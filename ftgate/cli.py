@@ -14,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
+from evaluation.formatting import percent, points
 from evaluation.progress import PREPARE_BASE
 
 EXIT = {"approve": 0, "block": 1, "review": 2, "rejected": 3, "error": 4}
@@ -70,25 +71,21 @@ class TerminalProgress:
 # --------------------------------------------------------------------------------------------------
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 def _stat(s: dict | None) -> str:
     if not s or s.get("value") is None:
         return "-"
-    text = _pct(s["value"])
+    text = percent(s["value"])
     if s.get("lo") is not None:
-        text += f" [{_pct(s['lo'])}, {_pct(s['hi'])}]"
+        text += f" [{percent(s['lo'])}, {percent(s['hi'])}]"
     return text
 
 
 def _delta(s: dict | None) -> str:
     if not s or s.get("value") is None:
         return "-"
-    text = f"{100 * s['value']:+.1f} pts"
+    text = f"{points(s['value'])} pts"
     if s.get("lo") is not None:
-        text += f" [{100 * s['lo']:+.1f}, {100 * s['hi']:+.1f}]"
+        text += f" [{points(s['lo'])}, {points(s['hi'])}]"
     if s.get("p_value") is not None:
         text += f" p={s['p_value']:.3g}"
     return text
@@ -137,9 +134,9 @@ def render_text(report: dict) -> str:
     screening = (report.get("inspection") or {}).get("screening")
     if screening:
         lines += ["", f"Dataset screening: {screening['n_harmful']} of {screening['n']} examples look harmful"
-                      f" ({_pct(screening['share'])})"]
+                      f" ({percent(screening['share'])})"]
         if screening.get("n_persona"):
-            lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({_pct(screening['persona_share'])}),"
+            lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({percent(screening['persona_share'])}),"
                          f" e.g. line {screening['persona_flagged'][0]['line']}")
     t = report.get("timings") or {}
     if t:
