@@ -15,9 +15,11 @@ import traceback
 from pathlib import Path
 
 from evaluation.formatting import percent, points
+from evaluation.policy import Decision
 from evaluation.progress import PREPARE_BASE
 
-EXIT = {"approve": 0, "block": 1, "review": 2, "rejected": 3, "error": 4}
+# The exit code of a check: its verdict, or why it has none (the input was refused; ftgate failed).
+EXIT = {Decision.APPROVE: 0, Decision.BLOCK: 1, Decision.REVIEW: 2, "rejected": 3, "error": 4}
 QUIET_PREPARE_INTERVAL = 60.0  # seconds between the lines --quiet still prints while a base is prepared
 
 

@@ -10,10 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from evaluation.policy import Decision
+from ftgate.cli import EXIT
 from ftgate.cli import main as cli_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SAMPLES = (("benign.jsonl", "approve"), ("harmful.jsonl", "block"))
+SAMPLES = (("benign.jsonl", Decision.APPROVE), ("harmful.jsonl", Decision.BLOCK))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-serve", action="store_true", help="stop after checking the samples")
     args = p.parse_args(argv)
     if cli_main(["bootstrap"]) != 0:
-        return 4
-    names = {0: "approve", 1: "block", 2: "review", 3: "rejected", 4: "error"}
+        return EXIT["error"]
+    outcome_of = {code: outcome for outcome, code in EXIT.items()}
     for name, expected in SAMPLES:
         print(f"\n=== ftgate check examples/{name} (expected: {expected}) ===", flush=True)
         code = cli_main(["check", str(EXAMPLES / name)])
-        print(f"=== exit code {code}: {names.get(code)} ===", flush=True)
+        print(f"=== exit code {code}: {outcome_of.get(code)} ===", flush=True)
     if args.no_serve:
         return 0
     from api.serve import main as serve_main

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from evaluation.limits import run_limited
 from ftgate.settings import Settings, get_settings
 from models import (
+    Decision,
     EvaluationRun,
     Kind,
     Policy,
@@ -275,7 +276,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
     report = result.report
     verdict = report.get("verdict") or {}
     decision = verdict.get("decision")
-    if decision not in ("approve", "block", "review"):
+    if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples = list(result.samples or [])
 
@@ -300,7 +301,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
 
     values = {
         "decision": decision,
-        "review_state": ReviewState.PENDING.value if decision == "review" else None,
+        "review_state": ReviewState.PENDING.value if decision == Decision.REVIEW else None,
         "progress_message": f"verdict: {decision}",
     }
     return S.DONE, values, save

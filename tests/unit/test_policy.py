@@ -7,6 +7,7 @@ import pytest
 from evaluation.errors import InputRejected, UnknownName
 from evaluation.policy import (
     PACKAGED_DIR,
+    Decision,
     Policy,
     Verdict,
     decide,
@@ -374,3 +375,16 @@ def test_settings_policies_dir(tmp_path, monkeypatch):
     finally:
         get_settings.cache_clear()
     assert PACKAGED_DIR.is_dir()
+
+
+def test_the_gates_verdict_vocabulary_is_the_services():
+    from models.status import Decision as ServiceDecision
+
+    assert {d.name: d.value for d in Decision} == {d.name: d.value for d in ServiceDecision}
+
+
+def test_a_verdict_rebuilt_from_its_dict_has_the_enum_and_refuses_other_words():
+    verdict = Verdict(**{"decision": "block", "reasons": ["r"]})
+    assert verdict.decision is Decision.BLOCK and verdict.to_dict()["decision"] == "block"
+    with pytest.raises(ValueError):
+        Verdict(decision="maybe", reasons=[])
