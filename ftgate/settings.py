@@ -44,27 +44,29 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="Embedded service state: SQLite file, uploads, broker.")
 
     # --- evaluation core ---------------------------------------------------------------
-    default_base: str = "guarded-smollm2"
+    default_base: str = Field(default="guarded-smollm2", description="The base a check uses when it names none.")
     bases_file: Path | None = Field(default=None, description="TOML file registering operator bases.")
-    default_judge: str = "embedded"
-    default_policy: str = "default"
+    default_judge: str = Field(default="embedded", description="The judge a check uses when it names none.")
+    default_policy: str = Field(default="default", description="The policy a check uses when it names none.")
     policies_dir: Path | None = Field(default=None, description="Extra policy files (*.toml / *.yaml).")
-    device: str = "cpu"
+    device: str = Field(
+        default="cpu", description="Where 4-bit bases and the llama-guard judge run (cpu, cuda, cuda:0); a cuda "
+        "device also makes dtype auto choose bf16. Other bases are evaluated on the CPU.")
     dtype: str = Field(default="auto", description="auto | bfloat16 | float32 (auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16, else fp32).")
     generation_batch_size: int = 32
     max_new_tokens: int = 48  # enough for the judge to see a refusal or "Sure, here is how... Step 1"
-    seed: int = 1234
     cache_candidate_results: bool = Field(
         default=True, description="Serve a re-checked adapter's suite outputs from the cache (base outputs always are)."
     )
-    torch_threads: int = 0  # 0: leave torch's default
 
     # --- intake limits -----------------------------------------------------------------
-    max_upload_bytes: int = 512 * 1024 * 1024
-    max_archive_files: int = 16
-    max_unpacked_bytes: int = 1024 * 1024 * 1024
-    max_adapter_rank: int = 256
-    max_dataset_examples: int = 100_000
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="A larger upload gets 413.")
+    max_archive_files: int = Field(default=16, description="Files an adapter archive may hold; more: rejected unread.")
+    max_unpacked_bytes: int = Field(
+        default=1024 * 1024 * 1024, description="Bytes an adapter may take unpacked (archive or folder); more "
+        "and it is rejected.")
+    max_adapter_rank: int = Field(default=256, description="The largest LoRA rank accepted; a higher one is rejected.")
+    max_dataset_examples: int = Field(default=100_000, description="Examples a dataset may hold; more: rejected.")
     # Uploads under load (issue 12 #3). The caps are counted in the API process: see docs/security.md for
     # what a deployment with several API processes needs instead.
     upload_idle_timeout_seconds: float = Field(
@@ -98,17 +100,25 @@ class Settings(BaseSettings):
         "and work files are deleted by the reaper (0: kept forever). Records, reports and verdicts stay.")
 
     # --- service -----------------------------------------------------------------------
-    database_url: str = ""  # empty: sqlite file in data_dir
-    broker_url: str = ""  # empty: filesystem broker in data_dir (no server)
-    storage_dir: Path | None = None  # empty: data_dir / "storage"
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL of the service database, e.g. "
+        "postgresql+psycopg://u:pw@host/ftgate. Empty: a SQLite file in data_dir.")
+    broker_url: str = Field(
+        default="", description="Celery broker URL, e.g. redis://host:6379/0. Empty: a filesystem broker in "
+        "data_dir (no server).")
+    storage_dir: Path | None = Field(
+        default=None, description="Uploads and stage work folders (a volume shared by the API and the "
+        "workers). Empty: data_dir/storage.")
     secret_key: str = Field(
         default="",
         description=f"Signs web session cookies; at least {MIN_SECRET_KEY_LENGTH} characters. Empty: `ftgate serve` "
         "generates one and keeps it in data_dir; any other start of the service refuses to run.",
     )
-    stale_job_seconds: int = 3 * 3600
-    host: str = "127.0.0.1"
-    port: int = 8000
+    stale_job_seconds: int = Field(
+        default=3 * 3600, description="The reaper fails a stage claimed this long as hung, and enqueues again a "
+        "submission whose message was sent this long ago and never claimed.")
+    host: str = Field(default="127.0.0.1", description="The address `ftgate serve` listens on.")
+    port: int = Field(default=8000, description="The port `ftgate serve` listens on.")
     heartbeat_seconds: float = Field(default=10.0, description="How often a running stage writes a heartbeat.")
     lost_worker_seconds: int = Field(
         default=120, description="A claimed stage whose heartbeat is older than this lost its worker: re-run or fail."
@@ -119,7 +129,8 @@ class Settings(BaseSettings):
         default=0, description="Redis broker visibility timeout; 0: stale_job_seconds + 1 h (longer than any job)."
     )
     progress_interval_seconds: float = Field(default=2.0, description="Progress is written at most this often.")
-    session_cookie_secure: bool = False
+    session_cookie_secure: bool = Field(
+        default=False, description="Send the session cookie over HTTPS only (set it behind TLS).")
     login_free_failures_per_account: int = Field(
         default=5, description="Failed sign-ins to one account before each further one makes it wait (backoff).")
     login_free_failures_per_address: int = Field(

@@ -38,3 +38,16 @@ def test_the_default_settings_carry_no_usable_secret_key(monkeypatch):
     monkeypatch.delenv("FTGATE_SECRET_KEY", raising=False)
     with pytest.raises(InsecureSecretKey):
         Settings(_env_file=None).require_secure_secret_key()
+
+
+def test_every_setting_says_what_it_does_where_it_is_declared():
+    undocumented = {name for name, field in Settings.model_fields.items() if not field.description}
+    # the decoding settings are being reworked in another change, which documents them
+    assert undocumented <= {"generation_batch_size", "max_new_tokens"}
+
+
+def test_settings_that_did_nothing_are_gone_and_an_old_environment_still_starts(monkeypatch):
+    monkeypatch.setenv("FTGATE_SEED", "7")
+    monkeypatch.setenv("FTGATE_TORCH_THREADS", "2")
+    s = Settings(_env_file=None)
+    assert not hasattr(s, "seed") and not hasattr(s, "torch_threads")
