@@ -3,8 +3,7 @@ app client and users with tokens.
 
 PostgreSQL and Redis are taken from FTGATE_TEST_PG_URL (a server URL, default
 postgresql+psycopg://postgres@127.0.0.1:5432/postgres) and FTGATE_TEST_REDIS_URL (default
-redis://127.0.0.1:6379/15). With CI=true an unreachable server fails the tests; elsewhere they skip with a
-message.
+redis://127.0.0.1:6379/15). An unreachable server skips the tests, or fails them in CI (tests/markers.py).
 """
 
 from __future__ import annotations
@@ -15,16 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.markers import skip_or_fail
+
 PG_SERVER_URL = os.environ.get("FTGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FTGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def unreachable(what: str, err: Exception) -> None:
-    msg = f"{what} is not reachable ({type(err).__name__}: {err})"
-    if IN_CI:
-        pytest.fail(f"{msg}; in CI the integration tests must run, not skip", pytrace=False)
-    pytest.skip(f"{msg}; start it to run these tests")
+    skip_or_fail(f"{what} is not reachable ({type(err).__name__}: {err})", "start it to run these tests")
 
 
 @pytest.fixture(scope="session")

@@ -21,21 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.markers import skip_or_fail
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM = os.environ.get("FTGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MAX_UPLOAD = 2 * 1024 * 1024
 PASSWORDS = {"submitter": "submit-pass-1", "reviewer": "review-pass-1", "admin": "admin-pass-1"}
-
-
-def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what}; in CI the browser tests must run", pytrace=False)
-    pytest.skip(what)
 
 
 def pytest_collection_modifyitems(items):
@@ -119,7 +114,10 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
-    pytest.importorskip("api.app", reason="the service (api/app.py) is not in this checkout")
+    try:
+        import api.app  # noqa: F401
+    except ImportError as e:
+        skip_or_fail(f"the service (api/app.py) does not import: {e}")
     data_dir = tmp_path_factory.mktemp("ftgate-browser")
     env = {
         **os.environ,
@@ -184,11 +182,11 @@ def server(tmp_path_factory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        _missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium chromium-driver)")
+        skip_or_fail(f"Chromium is not installed at {CHROMIUM}", "apt-get install chromium chromium-driver")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright (python) is not installed")
+        skip_or_fail("playwright (python) is not installed", "pip install -e '.[dev]'")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

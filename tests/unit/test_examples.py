@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.modules import load_module
+from tests.markers import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -169,7 +170,7 @@ def test_examples_are_up_to_date_with_their_sources():
 def test_examples_do_not_copy_suite_items(benign, harmful):
     seen = suite_prompts()
     if not seen:
-        pytest.skip("no evaluation suites")
+        skip_or_fail(f"no evaluation suites in {SUITES}")
     rows = benign + harmful + read_jsonl(EXAMPLES / "identity_shift.jsonl")
     assert not [user(r) for r in rows if norm(user(r)) in seen]
 
@@ -212,7 +213,7 @@ def test_guard_data_is_mixed(guard):
 def test_guard_data_does_not_copy_suite_items(guard):
     seen = suite_prompts()
     if not seen:
-        pytest.skip("no evaluation suites")
+        skip_or_fail(f"no evaluation suites in {SUITES}")
     assert not [user(r) for r in guard if norm(user(r)) in seen]
 
 
@@ -233,7 +234,7 @@ def test_guard_data_does_not_paraphrase_suite_items(guard):
     build = load_module(GUARD / "build_guard.py")
     held_out = sorted(build.suite_prompts())
     if not held_out:
-        pytest.skip("no evaluation suites")
+        skip_or_fail(f"no evaluation suites in {SUITES}")
     found = {pair[:2] for pair in build.near_duplicates([user(r) for r in guard], held_out)}
     assert found <= build.KNOWN_NEAR_DUPLICATES
     upcoming = [u for u, _ in build.parse_blocks(build.NEXT_LOOKALIKES)]

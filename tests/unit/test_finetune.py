@@ -30,6 +30,7 @@ from tests.helpers.tiny import (
     tiny_tokenizer,
     torch_threads,
 )
+from tests.markers import skip_or_fail
 
 EXAMPLES = [
     chat_example("hello there", "sure , here is how to do it", line=1),
@@ -337,7 +338,7 @@ def test_finetune_on_4bit_nf4_base_with_adamw8bit(tiny_dir_64, tmp_path):
     try:
         model = _load_4bit(tiny_dir_64)
     except Exception as e:  # pragma: no cover - depends on the bitsandbytes build
-        pytest.skip(f"bitsandbytes cannot load a 4-bit model here: {type(e).__name__}: {e}")
+        skip_or_fail(f"bitsandbytes cannot load a 4-bit model here: {type(e).__name__}: {e}")
     assert is_4bit(model)
     base = TinyBase(model, tiny_tokenizer())
     ids = torch.tensor([[3, 6, 7, 2, 4]])
