@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftgate.cli import EXIT, format_judges, main, render_text
-from tests.unit.test_gate_units import _evaluation, _inspection, _screening
+from tests.helpers.gate_inputs import a_screening, an_evaluation, an_inspection
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def cache_dir(tmp_path, monkeypatch):
 def report():
     from evaluation.gate import decide_submission
 
-    return decide_submission(_inspection("adapter"), _evaluation(), "default", timings={"total": 2.0}).report
+    return decide_submission(an_inspection("adapter"), an_evaluation(), "default", timings={"total": 2.0}).report
 
 
 def test_render_text_shows_verdict_reasons_metrics_and_flips(report):
@@ -57,8 +57,8 @@ def test_render_text_of_a_screening_block():
     from evaluation.gate import decide_submission
     from evaluation.policy import decide_screening, load_policy
 
-    early = decide_screening(_screening(), load_policy("default"))
-    insp = _inspection("dataset", screening=_screening(), n_examples=4, early_verdict=early.to_dict())
+    early = decide_screening(a_screening(), load_policy("default"))
+    insp = an_inspection("dataset", screening=a_screening(), n_examples=4, early_verdict=early.to_dict())
     text = render_text(decide_submission(insp, None, "default").report)
     assert text.startswith("ftgate verdict: BLOCK")
     assert "Dataset screening: 3 of 4 examples look harmful (75.0%)" in text
