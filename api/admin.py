@@ -5,20 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import get_db, get_settings_dep, require_admin
+from api.deps import Admin, AppSettings, DbSession
 from api.errors import ApiError, invalid, not_found
 from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
-from ftgate.settings import Settings
 from models import ApiToken, AuditEvent, Role, User, utcnow
 from models import BaseModel as BaseModelRow
 from services import catalog
-from services.auth import Principal, change_access, change_password, create_token, create_user, end_sessions
+from services.auth import change_access, change_password, create_token, create_user, end_sessions
 from services.submissions import audit
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -52,12 +51,12 @@ class BaseIn(BaseModel):
 
 
 @router.get("/users")
-def list_users(principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def list_users(principal: Admin, db: DbSession):
     return {"items": [user_view(u) for u in db.scalars(select(User).order_by(User.id))]}
 
 
 @router.post("/users", status_code=201)
-def add_user(body: UserIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def add_user(body: UserIn, principal: Admin, db: DbSession):
     if db.scalar(select(User).where(User.email == body.email.strip().lower())) is not None:
         raise ApiError(409, "conflict", f"user {body.email} exists", field="email")
     user = create_user(db, body.email, role=body.role, organisation=body.organisation, password=body.password)
@@ -75,8 +74,7 @@ def _user(db: Session, user_id: int) -> User:
 
 
 @router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)")
-def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
-                 settings: Settings = Depends(get_settings_dep)):
+def set_password(user_id: int, body: dict, principal: Admin, db: DbSession, settings: AppSettings):
     user = _user(db, user_id)
     pw = body.get("password") if isinstance(body, dict) else None
     if not isinstance(pw, str) or len(pw) < 8:
@@ -89,8 +87,7 @@ def set_password(user_id: int, body: dict, principal: Principal = Depends(requir
 
 
 @router.patch("/users/{user_id}", summary="Change a user's role or deactivate them (ends the user's web sessions)")
-def change_user_access(user_id: int, body: UserAccessIn, principal: Principal = Depends(require_admin),
-                       db: Session = Depends(get_db)):
+def change_user_access(user_id: int, body: UserAccessIn, principal: Admin, db: DbSession):
     user = _user(db, user_id)
     if user.id == principal.user_id:
         # An admin who demotes or deactivates themselves may leave nobody to undo it.
@@ -108,8 +105,7 @@ def change_user_access(user_id: int, body: UserAccessIn, principal: Principal = 
 
 @router.post("/users/{user_id}/sessions/revoke", status_code=204,
              summary="End every web session of a user (API tokens are revoked one by one)")
-def revoke_user_sessions(user_id: int, principal: Principal = Depends(require_admin),
-                         db: Session = Depends(get_db)) -> Response:
+def revoke_user_sessions(user_id: int, principal: Admin, db: DbSession) -> Response:
     user = _user(db, user_id)
     end_sessions(db, user)
     audit(db, "sessions_ended", actor=principal.actor, actor_user_id=principal.user_id,
@@ -119,12 +115,12 @@ def revoke_user_sessions(user_id: int, principal: Principal = Depends(require_ad
 
 
 @router.get("/tokens")
-def list_tokens(principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def list_tokens(principal: Admin, db: DbSession):
     return {"items": [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id))]}
 
 
 @router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)")
-def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def add_token(body: TokenIn, principal: Admin, db: DbSession):
     if body.expires_at is not None and body.expires_at.replace(tzinfo=body.expires_at.tzinfo or UTC) <= utcnow():
         raise invalid("expires_at", "expires_at must be in the future")
     email = (body.email or principal.email).strip().lower()
@@ -143,7 +139,7 @@ def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: 
 
 @router.post("/tokens/{token_id}/revoke")
 @router.delete("/tokens/{token_id}")
-def revoke_token(token_id: int, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def revoke_token(token_id: int, principal: Admin, db: DbSession):
     row = db.get(ApiToken, token_id)
     if row is None:
         raise not_found(f"token {token_id}")
@@ -156,7 +152,7 @@ def revoke_token(token_id: int, principal: Principal = Depends(require_admin), d
 
 
 @router.post("/bases", status_code=201, summary="Register a base model")
-def add_base(body: BaseIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+def add_base(body: BaseIn, principal: Admin, db: DbSession):
     if db.scalar(select(BaseModelRow).where(BaseModelRow.name == body.name)) is not None:
         raise ApiError(409, "conflict", f"base {body.name!r} is already registered", field="name")
     known = catalog.base_names(db)
@@ -174,8 +170,8 @@ def add_base(body: BaseIn, principal: Principal = Depends(require_admin), db: Se
 
 @router.get("/audit", summary="The append-only audit log, newest first")
 def audit_log(
-    submission_id: str | None = None, action: str | None = None, limit: int = Query(100, ge=1, le=1000),
-    before_id: int | None = None, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
+    principal: Admin, db: DbSession, submission_id: str | None = None, action: str | None = None,
+    limit: int = Query(100, ge=1, le=1000), before_id: int | None = None,
 ):
     stmt = select(AuditEvent)
     if submission_id:

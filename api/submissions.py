@@ -6,20 +6,13 @@ import json
 import logging
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from api.deps import (
-    current_principal,
-    get_db,
-    load_submission,
-    require_reviewer,
-    visible_submissions,
-)
+from api.deps import CurrentPrincipal, DbSession, Reviewer, load_submission, visible_submissions
 from api.errors import ApiError, invalid
 from api.uploads import check_type, infer_kind, parse_multipart, upload_slot
 from api.views import event_view, submission_detail, submission_summary
@@ -95,7 +88,7 @@ def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
 
 
 @router.post("", status_code=202, openapi_extra=_UPLOAD_SCHEMA, summary="Upload an adapter or a dataset")
-async def create_submission(request: Request, principal: Principal = Depends(current_principal)):
+async def create_submission(request: Request, principal: CurrentPrincipal):
     """Streams the file to storage (size limit: 413; wrong type: 415; a stalled or too slow body: 408),
     records the submission and enqueues its inspection. 202 with the new submission, or 200 with the existing
     one when the same artifact was already submitted with the same base, policy and training overrides (no
@@ -214,8 +207,9 @@ def list_submissions(
     organisation_id: int | None = Query(None, description="reviewers/admins: one organisation's"),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
-    principal: Principal = Depends(current_principal),
-    db: Session = Depends(get_db),
+    *,
+    principal: CurrentPrincipal,
+    db: DbSession,
 ):
     stmt = visible_submissions(principal)
     if status is not None:
@@ -234,12 +228,12 @@ def list_submissions(
 
 
 @router.get("/{submission_id}", summary="Status, progress, timings, verdict and metrics")
-def get_submission(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+def get_submission(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     return submission_detail(db, load_submission(db, submission_id, principal))
 
 
 @router.get("/{submission_id}/report", summary="The JSON report (as `ftgate check --format json` writes it)")
-def get_report(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+def get_report(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     verdict = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
     if verdict is None:
@@ -254,8 +248,9 @@ def get_samples(
     changed: bool = Query(False, description="only prompts whose label changed from base to candidate"),
     limit: int = Query(200, ge=1, le=2000),
     offset: int = Query(0, ge=0),
-    principal: Principal = Depends(require_reviewer),
-    db: Session = Depends(get_db),
+    *,
+    principal: Reviewer,
+    db: DbSession,
 ):
     sub = load_submission(db, submission_id, principal)
     stmt = select(Sample).where(Sample.submission_id == sub.id)
@@ -277,14 +272,14 @@ def get_samples(
 
 
 @router.get("/{submission_id}/events", summary="The audit trail of a submission")
-def get_events(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+def get_events(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     rows = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id)).all()
     return {"items": [event_view(e) for e in rows]}
 
 
 @router.post("/{submission_id}/cancel", summary="Cancel a submission that has not finished")
-def cancel_submission(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+def cancel_submission(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     try:
         lifecycle.cancel(db, sub, principal)
@@ -305,9 +300,7 @@ class ReviewIn(BaseModel):
 
 
 @router.post("/{submission_id}/review", summary="A reviewer's approve/block with a reason")
-def review_submission(
-    submission_id: str, body: ReviewIn, principal: Principal = Depends(require_reviewer), db: Session = Depends(get_db)
-):
+def review_submission(submission_id: str, body: ReviewIn, principal: Reviewer, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     try:
         lifecycle.review(db, sub, principal, body.decision, body.reason, body.override_reason)
