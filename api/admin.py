@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Admin, AppSettings, DbSession
 from api.errors import ApiError, invalid, not_found
+from api.schemas import BaseOut, EventList, TokenCreated, TokenList, TokenOut, UserList, UserOut
 from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
 from models import ApiToken, AuditEvent, Role, User, utcnow
@@ -50,12 +51,12 @@ class BaseIn(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-@router.get("/users")
+@router.get("/users", response_model=UserList)
 def list_users(principal: Admin, db: DbSession):
     return {"items": [user_view(u) for u in db.scalars(select(User).order_by(User.id))]}
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=UserOut)
 def add_user(body: UserIn, principal: Admin, db: DbSession):
     if db.scalar(select(User).where(User.email == body.email.strip().lower())) is not None:
         raise ApiError(409, "conflict", f"user {body.email} exists", field="email")
@@ -73,7 +74,8 @@ def _user(db: Session, user_id: int) -> User:
     return user
 
 
-@router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)")
+@router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)",
+             response_model=UserOut)
 def set_password(user_id: int, body: dict, principal: Admin, db: DbSession, settings: AppSettings):
     user = _user(db, user_id)
     pw = body.get("password") if isinstance(body, dict) else None
@@ -86,7 +88,8 @@ def set_password(user_id: int, body: dict, principal: Admin, db: DbSession, sett
     return user_view(user)
 
 
-@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them (ends the user's web sessions)")
+@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them (ends the user's web sessions)",
+              response_model=UserOut)
 def change_user_access(user_id: int, body: UserAccessIn, principal: Admin, db: DbSession):
     user = _user(db, user_id)
     if user.id == principal.user_id:
@@ -114,12 +117,13 @@ def revoke_user_sessions(user_id: int, principal: Admin, db: DbSession) -> Respo
     return Response(status_code=204)
 
 
-@router.get("/tokens")
+@router.get("/tokens", response_model=TokenList)
 def list_tokens(principal: Admin, db: DbSession):
     return {"items": [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id))]}
 
 
-@router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)")
+@router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)",
+             response_model=TokenCreated)
 def add_token(body: TokenIn, principal: Admin, db: DbSession):
     if body.expires_at is not None and body.expires_at.replace(tzinfo=body.expires_at.tzinfo or UTC) <= utcnow():
         raise invalid("expires_at", "expires_at must be in the future")
@@ -137,8 +141,8 @@ def add_token(body: TokenIn, principal: Admin, db: DbSession):
     return {**token_view(row), "token": token, "user": user_view(user)}
 
 
-@router.post("/tokens/{token_id}/revoke")
-@router.delete("/tokens/{token_id}")
+@router.post("/tokens/{token_id}/revoke", response_model=TokenOut)
+@router.delete("/tokens/{token_id}", response_model=TokenOut)
 def revoke_token(token_id: int, principal: Admin, db: DbSession):
     row = db.get(ApiToken, token_id)
     if row is None:
@@ -151,7 +155,7 @@ def revoke_token(token_id: int, principal: Admin, db: DbSession):
     return token_view(row)
 
 
-@router.post("/bases", status_code=201, summary="Register a base model")
+@router.post("/bases", status_code=201, summary="Register a base model", response_model=BaseOut)
 def add_base(body: BaseIn, principal: Admin, db: DbSession):
     if db.scalar(select(BaseModelRow).where(BaseModelRow.name == body.name)) is not None:
         raise ApiError(409, "conflict", f"base {body.name!r} is already registered", field="name")
@@ -168,7 +172,7 @@ def add_base(body: BaseIn, principal: Admin, db: DbSession):
             "registered_by": "operator"}
 
 
-@router.get("/audit", summary="The append-only audit log, newest first")
+@router.get("/audit", summary="The append-only audit log, newest first", response_model=EventList)
 def audit_log(
     principal: Admin, db: DbSession, submission_id: str | None = None, action: str | None = None,
     limit: int = Query(100, ge=1, le=1000), before_id: int | None = None,

@@ -13,6 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from api import account, admin, catalog, health, submissions
 from api.errors import install_error_handlers
+from api.schemas import ERROR_RESPONSES
 from ftgate.settings import Settings, get_settings
 from services.db import session_factory
 from services.queue import make_celery, send_stage
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     api.include_router(health.router)
     api.include_router(submissions.router)
     api.include_router(catalog.router)
