@@ -31,6 +31,10 @@ class UserIn(BaseModel):
     password: str | None = Field(None, min_length=8, max_length=200)
 
 
+class PasswordIn(BaseModel):
+    password: str = Field(min_length=8, max_length=200, description="the new password (at least 8 characters)")
+
+
 class UserAccessIn(BaseModel):
     role: Role | None = Field(None, description="the new role; omitted: unchanged")
     is_active: bool | None = Field(None, description="false: the user can no longer sign in or use tokens")
@@ -76,12 +80,9 @@ def _user(db: Session, user_id: int) -> User:
 
 @router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)",
              response_model=UserOut)
-def set_password(user_id: int, body: dict, principal: Admin, db: DbSession, settings: AppSettings):
+def set_password(user_id: int, body: PasswordIn, principal: Admin, db: DbSession, settings: AppSettings):
     user = _user(db, user_id)
-    pw = body.get("password") if isinstance(body, dict) else None
-    if not isinstance(pw, str) or len(pw) < 8:
-        raise invalid("password", "password must have at least 8 characters")
-    change_password(db, user, pw)
+    change_password(db, user, body.password)
     audit(db, "password_set", actor=principal.actor, actor_user_id=principal.user_id, details={"user": user.email})
     db.commit()
     discard_initial_credentials(settings.data_dir, user.email)  # its password is rotated: the file is stale

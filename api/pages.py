@@ -878,8 +878,11 @@ def admin_user_password(request: Request, user_id: int, password: str = Form("")
                         principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
     require_csrf(request, csrf)
     try:
-        u = admin_api.set_password(user_id, {"password": password}, principal, db, request.app.state.settings)
+        body = admin_api.PasswordIn(password=password)
+        u = admin_api.set_password(user_id, body, principal, db, request.app.state.settings)
         flash(request, f"Password of {u['email']} set.", "ok")
+    except ValidationError as e:
+        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
     except ApiError as e:
         flash(request, e.message, "error")
     return redirect("/admin/users")

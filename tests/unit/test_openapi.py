@@ -64,3 +64,16 @@ def test_the_upload_documents_both_answers(app):
     for code in ("200", "202"):  # 202: a new submission; 200: the same artifact was already submitted
         assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SubmissionCreated"}
 
+
+def test_request_bodies_are_models(app):
+    """No route takes a free-form JSON object: every body is a named model (e.g. the password a user gets)."""
+    spec = app.openapi()
+    components = spec["components"]["schemas"]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                assert _has_properties(body["schema"], components), f"{method.upper()} {path}"
+    password = spec["paths"][f"{API}/admin/users/{{user_id}}/password"]["post"]["requestBody"]
+    schema = _resolve(password["content"]["application/json"]["schema"], components)
+    assert schema["required"] == ["password"] and schema["properties"]["password"]["minLength"] == 8
