@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from api.deps import current_principal, get_db
+from api.deps import CurrentPrincipal, DbSession
 from models import User
 from services.auth import Principal, end_sessions
 from services.submissions import audit
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/account", tags=["account"])
 
 
 @router.post("/sessions/revoke", status_code=204, summary="Sign out everywhere: end every web session of yours")
-def revoke_my_sessions(principal: Principal = Depends(current_principal), db: Session = Depends(get_db)) -> Response:
+def revoke_my_sessions(principal: CurrentPrincipal, db: DbSession) -> Response:
     end_my_sessions(principal, db)
     return Response(status_code=204)
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import get_db, get_settings_dep, require_admin
+from api.deps import Admin, AppSettings, DbSession
 from api.errors import ApiError, invalid, not_found
+from api.schemas import BaseOut, EventList, TokenCreated, TokenList, TokenOut, UserList, UserOut
 from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
-from ftgate.settings import Settings
 from models import ApiToken, AuditEvent, Role, User, utcnow
 from models import BaseModel as BaseModelRow
 from services import catalog
-from services.auth import Principal, change_access, change_password, create_token, create_user, end_sessions
+from services.auth import change_access, change_password, create_token, create_user, end_sessions
 from services.submissions import audit
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -29,6 +29,10 @@ class UserIn(BaseModel):
     role: Role = Role.SUBMITTER
     organisation: str = Field("default", min_length=1, max_length=200)
     password: str | None = Field(None, min_length=8, max_length=200)
+
+
+class PasswordIn(BaseModel):
+    password: str = Field(min_length=8, max_length=200, description="the new password (at least 8 characters)")
 
 
 class UserAccessIn(BaseModel):
@@ -51,13 +55,13 @@ class BaseIn(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-@router.get("/users")
-def list_users(principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+@router.get("/users", response_model=UserList)
+def list_users(principal: Admin, db: DbSession):
     return {"items": [user_view(u) for u in db.scalars(select(User).order_by(User.id))]}
 
 
-@router.post("/users", status_code=201)
-def add_user(body: UserIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+@router.post("/users", status_code=201, response_model=UserOut)
+def add_user(body: UserIn, principal: Admin, db: DbSession):
     if db.scalar(select(User).where(User.email == body.email.strip().lower())) is not None:
         raise ApiError(409, "conflict", f"user {body.email} exists", field="email")
     user = create_user(db, body.email, role=body.role, organisation=body.organisation, password=body.password)
@@ -74,23 +78,20 @@ def _user(db: Session, user_id: int) -> User:
     return user
 
 
-@router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)")
-def set_password(user_id: int, body: dict, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
-                 settings: Settings = Depends(get_settings_dep)):
+@router.post("/users/{user_id}/password", summary="Set a user's password (ends the user's web sessions)",
+             response_model=UserOut)
+def set_password(user_id: int, body: PasswordIn, principal: Admin, db: DbSession, settings: AppSettings):
     user = _user(db, user_id)
-    pw = body.get("password") if isinstance(body, dict) else None
-    if not isinstance(pw, str) or len(pw) < 8:
-        raise invalid("password", "password must have at least 8 characters")
-    change_password(db, user, pw)
+    change_password(db, user, body.password)
     audit(db, "password_set", actor=principal.actor, actor_user_id=principal.user_id, details={"user": user.email})
     db.commit()
     discard_initial_credentials(settings.data_dir, user.email)  # its password is rotated: the file is stale
     return user_view(user)
 
 
-@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them (ends the user's web sessions)")
-def change_user_access(user_id: int, body: UserAccessIn, principal: Principal = Depends(require_admin),
-                       db: Session = Depends(get_db)):
+@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them (ends the user's web sessions)",
+              response_model=UserOut)
+def change_user_access(user_id: int, body: UserAccessIn, principal: Admin, db: DbSession):
     user = _user(db, user_id)
     if user.id == principal.user_id:
         # An admin who demotes or deactivates themselves may leave nobody to undo it.
@@ -108,8 +109,7 @@ def change_user_access(user_id: int, body: UserAccessIn, principal: Principal = 
 
 @router.post("/users/{user_id}/sessions/revoke", status_code=204,
              summary="End every web session of a user (API tokens are revoked one by one)")
-def revoke_user_sessions(user_id: int, principal: Principal = Depends(require_admin),
-                         db: Session = Depends(get_db)) -> Response:
+def revoke_user_sessions(user_id: int, principal: Admin, db: DbSession) -> Response:
     user = _user(db, user_id)
     end_sessions(db, user)
     audit(db, "sessions_ended", actor=principal.actor, actor_user_id=principal.user_id,
@@ -118,13 +118,14 @@ def revoke_user_sessions(user_id: int, principal: Principal = Depends(require_ad
     return Response(status_code=204)
 
 
-@router.get("/tokens")
-def list_tokens(principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+@router.get("/tokens", response_model=TokenList)
+def list_tokens(principal: Admin, db: DbSession):
     return {"items": [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id))]}
 
 
-@router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)")
-def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+@router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)",
+             response_model=TokenCreated)
+def add_token(body: TokenIn, principal: Admin, db: DbSession):
     if body.expires_at is not None and body.expires_at.replace(tzinfo=body.expires_at.tzinfo or UTC) <= utcnow():
         raise invalid("expires_at", "expires_at must be in the future")
     email = (body.email or principal.email).strip().lower()
@@ -141,9 +142,9 @@ def add_token(body: TokenIn, principal: Principal = Depends(require_admin), db: 
     return {**token_view(row), "token": token, "user": user_view(user)}
 
 
-@router.post("/tokens/{token_id}/revoke")
-@router.delete("/tokens/{token_id}")
-def revoke_token(token_id: int, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+@router.post("/tokens/{token_id}/revoke", response_model=TokenOut)
+@router.delete("/tokens/{token_id}", response_model=TokenOut)
+def revoke_token(token_id: int, principal: Admin, db: DbSession):
     row = db.get(ApiToken, token_id)
     if row is None:
         raise not_found(f"token {token_id}")
@@ -155,8 +156,8 @@ def revoke_token(token_id: int, principal: Principal = Depends(require_admin), d
     return token_view(row)
 
 
-@router.post("/bases", status_code=201, summary="Register a base model")
-def add_base(body: BaseIn, principal: Principal = Depends(require_admin), db: Session = Depends(get_db)):
+@router.post("/bases", status_code=201, summary="Register a base model", response_model=BaseOut)
+def add_base(body: BaseIn, principal: Admin, db: DbSession):
     if db.scalar(select(BaseModelRow).where(BaseModelRow.name == body.name)) is not None:
         raise ApiError(409, "conflict", f"base {body.name!r} is already registered", field="name")
     known = catalog.base_names(db)
@@ -172,10 +173,10 @@ def add_base(body: BaseIn, principal: Principal = Depends(require_admin), db: Se
             "registered_by": "operator"}
 
 
-@router.get("/audit", summary="The append-only audit log, newest first")
+@router.get("/audit", summary="The append-only audit log, newest first", response_model=EventList)
 def audit_log(
-    submission_id: str | None = None, action: str | None = None, limit: int = Query(100, ge=1, le=1000),
-    before_id: int | None = None, principal: Principal = Depends(require_admin), db: Session = Depends(get_db),
+    principal: Admin, db: DbSession, submission_id: str | None = None, action: str | None = None,
+    limit: int = Query(100, ge=1, le=1000), before_id: int | None = None,
 ):
     stmt = select(AuditEvent)
     if submission_id:

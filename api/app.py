@@ -13,8 +13,10 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from api import account, admin, catalog, health, submissions
 from api.errors import install_error_handlers
+from api.schemas import ERROR_RESPONSES
 from ftgate.settings import Settings, get_settings
 from services.db import session_factory
+from services.queue import make_celery, send_stage
 from services.storage import Storage
 from services.upload_limits import UploadLimiter
 
@@ -46,8 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.upload_limiter = UploadLimiter(settings.max_concurrent_uploads_per_user,
                                              settings.max_uploads_per_minute_per_user)
 
-    from tasks.app import make_celery, send_stage
-
+    # Work is sent by task name (services/queue.py): the API never imports the worker's modules.
     app.state.celery = make_celery(settings)
     app.state.send_stage = lambda sub_id, stage: send_stage(app.state.celery, sub_id, stage)
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     api.include_router(health.router)
     api.include_router(submissions.router)
     api.include_router(catalog.router)

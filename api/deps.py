@@ -1,9 +1,14 @@
-"""Request dependencies: settings, database session, the caller (token or web session) and role checks."""
+"""Request dependencies: settings, database session, the caller (token or web session) and role checks.
+
+Routes name them by the ``Annotated`` aliases at the end of this module (``db: DbSession``,
+``principal: Admin``) rather than spelling ``Depends(...)`` each time.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -66,11 +71,11 @@ def resolve_principal(request: Request, db: Session) -> Principal | None:
         if principal is None:
             raise unauthenticated("the API token is invalid, expired or revoked")
         return principal
-    user = session_user(request, db)
-    if user is None:
+    principal = session_principal(request, db)
+    if principal is None:
         return None
     _check_csrf(request)
-    return principal_of(user)
+    return principal
 
 
 def optional_principal(request: Request) -> Principal | None:
@@ -104,19 +109,28 @@ def session_user(request: Request, db: Session) -> User | None:
     return user
 
 
-def current_principal(principal: Principal | None = Depends(optional_principal)) -> Principal:
+def session_principal(request: Request, db: Session) -> Principal | None:
+    """The signed-in user of the session cookie (``session_user``) as a Principal, None without one: how both
+    the JSON API (``resolve_principal``) and the HTML pages (api/pages.py) know a browser's user. It checks
+    no CSRF token: the API then asks for the X-CSRF-Token header, while the pages, whose HTML forms cannot
+    send a header, check their ``csrf`` form field before they change anything."""
+    user = session_user(request, db)
+    return principal_of(user) if user is not None else None
+
+
+def current_principal(principal: Annotated[Principal | None, Depends(optional_principal)]) -> Principal:
     if principal is None:
         raise unauthenticated()
     return principal
 
 
-def require_reviewer(principal: Principal = Depends(current_principal)) -> Principal:
+def require_reviewer(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.can_review:
         raise forbidden("this needs the reviewer or admin role")
     return principal
 
 
-def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
+def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_admin:
         raise forbidden("this needs the admin role")
     return principal
@@ -136,3 +150,11 @@ def load_submission(db: Session, submission_id: str, principal: Principal) -> Su
     if sub is None or (not principal.is_staff and sub.organisation_id != principal.organisation_id):
         raise not_found(f"submission {submission_id}")
     return sub
+
+
+# The dependencies as parameter types, e.g. ``def route(principal: Reviewer, db: DbSession)``.
+DbSession = Annotated[Session, Depends(get_db)]
+AppSettings = Annotated[Settings, Depends(get_settings_dep)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]  # any signed-in caller, else 401
+Reviewer = Annotated[Principal, Depends(require_reviewer)]  # a reviewer or an admin, else 403
+Admin = Annotated[Principal, Depends(require_admin)]  # an admin, else 403

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from sqlalchemy import func, select
 
+from api.schemas import Liveness, Readiness
 from models import StageRun, Submission, SubmissionStatus
 from services.db import ping
 
@@ -16,8 +17,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness")
-def healthz():
-    return {"status": "ok"}
+def healthz() -> Liveness:
+    return Liveness(status="ok")
 
 
 def broker_check(app) -> None:
@@ -38,8 +39,9 @@ def queue_depths(app) -> dict[str, int]:
     return out
 
 
-@router.get("/readyz", summary="Readiness: database, broker and storage reachable")
-async def readyz(request: Request):
+@router.get("/readyz", summary="Readiness: database, broker and storage reachable", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "a check failed; `checks` says which"}})
+async def readyz(request: Request) -> JSONResponse:
     app = request.app
     checks: dict[str, str] = {}
 
@@ -57,7 +59,8 @@ async def readyz(request: Request):
 
     await run_in_threadpool(all_checks)
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    answer = Readiness(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(answer.model_dump(), status_code=200 if ok else 503)
 
 
 class DbCollector:
@@ -100,8 +103,11 @@ class DbCollector:
         yield from (by_status, durations, runs, depth)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request):
+# Not JSON: the Prometheus text format, declared so /docs does not promise an application/json body.
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+    200: {"description": "Prometheus text exposition format",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def metrics(request: Request) -> Response:
     app = request.app
     registry = getattr(app.state, "metrics_registry", None)
     if registry is None:

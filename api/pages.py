@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 from api import account as account_api
 from api import admin as admin_api
 from api import submissions as submissions_api
-from api.deps import get_db, load_submission, session_user, start_session, visible_submissions
+from api.deps import (
+    get_db,
+    load_submission,
+    session_principal,
+    session_user,
+    start_session,
+    visible_submissions,
+)
 from api.errors import ApiError
 from api.serve import discard_initial_credentials
 from api.views import event_view, submission_detail, submission_summary, token_view, user_view
@@ -243,14 +250,8 @@ def _safe_next(url: str | None) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # who is signed in
-def session_principal(request: Request, db: Session) -> Principal | None:
-    """The signed-in user of the session cookie (``api.deps.session_user``). Unlike
-    ``api.deps.optional_principal`` this does not ask for the X-CSRF-Token header: HTML forms cannot send it,
-    so every page POST checks the ``csrf`` form field itself (``require_csrf``) before it changes anything."""
-    user = session_user(request, db)
-    return principal_of(user) if user is not None else None
-
-
+# The signed-in user is api.deps.session_principal, as for the JSON API; it asks for no X-CSRF-Token
+# header, so every page POST checks the ``csrf`` form field (``require_csrf``) before it changes anything.
 def page_principal(request: Request, db: Session = Depends(get_db)) -> Principal:
     principal = session_principal(request, db)
     if principal is None:
@@ -877,8 +878,11 @@ def admin_user_password(request: Request, user_id: int, password: str = Form("")
                         principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
     require_csrf(request, csrf)
     try:
-        u = admin_api.set_password(user_id, {"password": password}, principal, db, request.app.state.settings)
+        body = admin_api.PasswordIn(password=password)
+        u = admin_api.set_password(user_id, body, principal, db, request.app.state.settings)
         flash(request, f"Password of {u['email']} set.", "ok")
+    except ValidationError as e:
+        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
     except ApiError as e:
         flash(request, e.message, "error")
     return redirect("/admin/users")

@@ -6,21 +6,23 @@ import json
 import logging
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from api.deps import (
-    current_principal,
-    get_db,
-    load_submission,
-    require_reviewer,
-    visible_submissions,
-)
+from api.deps import CurrentPrincipal, DbSession, Reviewer, load_submission, visible_submissions
 from api.errors import ApiError, invalid
+from api.schemas import (
+    EventList,
+    Report,
+    SampleList,
+    SampleOut,
+    SubmissionCreated,
+    SubmissionDetail,
+    SubmissionList,
+)
 from api.uploads import check_type, infer_kind, parse_multipart, upload_slot
 from api.views import event_view, submission_detail, submission_summary
 from models import AuditEvent, Sample, Stage, Submission, SubmissionStatus, Verdict
@@ -94,8 +96,10 @@ def _lifecycle_error(e: lifecycle.LifecycleError) -> ApiError:
     return ApiError(status, e.code, e.message, field=field, headers=headers)
 
 
-@router.post("", status_code=202, openapi_extra=_UPLOAD_SCHEMA, summary="Upload an adapter or a dataset")
-async def create_submission(request: Request, principal: Principal = Depends(current_principal)):
+@router.post("", status_code=202, openapi_extra=_UPLOAD_SCHEMA, summary="Upload an adapter or a dataset",
+             response_model=SubmissionCreated, responses={200: {"model": SubmissionCreated,
+                                                                "description": "already submitted: that submission"}})
+async def create_submission(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     """Streams the file to storage (size limit: 413; wrong type: 415; a stalled or too slow body: 408),
     records the submission and enqueues its inspection. 202 with the new submission, or 200 with the existing
     one when the same artifact was already submitted with the same base, policy and training overrides (no
@@ -173,12 +177,13 @@ async def _receive_and_record(request: Request, principal: Principal) -> JSONRes
                 _remove_unreferenced_artifact(state, placed.rel)
             raise
 
-    body, created, sub_id = await run_in_threadpool(record)
+    detail, created, sub_id = await run_in_threadpool(record)
     if created:  # enqueue only after the commit, and never fail the request for it: the row is stored
         await run_in_threadpool(_enqueue_inspection, state, sub_id)
-    body["duplicate"] = not created
-    return JSONResponse(body, status_code=202 if created else 200,
-                        headers={"Location": body["links"]["self"]})
+    # A JSONResponse (for the status and the Location header) skips the route's response_model: check here.
+    answer = SubmissionCreated.model_validate({**detail, "duplicate": not created})
+    return JSONResponse(answer.model_dump(mode="json", exclude_unset=True), status_code=202 if created else 200,
+                        headers={"Location": answer.links.self})
 
 
 def _enqueue_inspection(state, sub_id: str) -> None:
@@ -205,7 +210,7 @@ def _remove_unreferenced_artifact(state, rel: str) -> None:
         log.warning("kept artifact %s of a failed upload: %s", rel, e)
 
 
-@router.get("", summary="List submissions (a submitter sees their organisation's)")
+@router.get("", summary="List submissions (a submitter sees their organisation's)", response_model=SubmissionList)
 def list_submissions(
     status: SubmissionStatus | None = None,
     decision: Literal["approve", "block", "review"] | None = None,
@@ -214,8 +219,9 @@ def list_submissions(
     organisation_id: int | None = Query(None, description="reviewers/admins: one organisation's"),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
-    principal: Principal = Depends(current_principal),
-    db: Session = Depends(get_db),
+    *,
+    principal: CurrentPrincipal,
+    db: DbSession,
 ):
     stmt = visible_submissions(principal)
     if status is not None:
@@ -233,13 +239,18 @@ def list_submissions(
     return {"items": [submission_summary(s) for s in rows], "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/{submission_id}", summary="Status, progress, timings, verdict and metrics")
-def get_submission(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+# response_model_exclude_unset on the routes answering a SubmissionDetail: its `findings` stays absent, not
+# null, until the inspection ran (schemas.SubmissionDetail).
+@router.get("/{submission_id}", summary="Status, progress, timings, verdict and metrics",
+            response_model=SubmissionDetail, response_model_exclude_unset=True)
+def get_submission(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     return submission_detail(db, load_submission(db, submission_id, principal))
 
 
-@router.get("/{submission_id}/report", summary="The JSON report (as `ftgate check --format json` writes it)")
-def get_report(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+@router.get("/{submission_id}/report", summary="The JSON report (as `ftgate check --format json` writes it)",
+            response_model=Report)
+def get_report(submission_id: str, principal: CurrentPrincipal, db: DbSession) -> JSONResponse:
+    """The report exactly as stored (a JSONResponse, so it is not re-serialised through ``Report``)."""
     sub = load_submission(db, submission_id, principal)
     verdict = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
     if verdict is None:
@@ -247,16 +258,18 @@ def get_report(submission_id: str, principal: Principal = Depends(current_princi
     return JSONResponse(verdict.report)
 
 
-@router.get("/{submission_id}/samples", summary="Per-prompt completions and judge labels (reviewers only)")
+@router.get("/{submission_id}/samples", summary="Per-prompt completions and judge labels (reviewers only)",
+            response_model=SampleList)
 def get_samples(
     submission_id: str,
     suite: str | None = None,
     changed: bool = Query(False, description="only prompts whose label changed from base to candidate"),
     limit: int = Query(200, ge=1, le=2000),
     offset: int = Query(0, ge=0),
-    principal: Principal = Depends(require_reviewer),
-    db: Session = Depends(get_db),
-):
+    *,
+    principal: Reviewer,
+    db: DbSession,
+) -> SampleList:
     sub = load_submission(db, submission_id, principal)
     stmt = select(Sample).where(Sample.submission_id == sub.id)
     if suite:
@@ -265,26 +278,19 @@ def get_samples(
         stmt = stmt.where(Sample.base_label != Sample.candidate_label)
     total = db.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = db.scalars(stmt.order_by(Sample.id).limit(limit).offset(offset)).all()
-    return {
-        "items": [
-            {"suite": r.suite, "item_id": r.item_id, "prompt": r.prompt, "category": r.category,
-             "base_response": r.base_response, "candidate_response": r.candidate_response,
-             "base_label": r.base_label, "candidate_label": r.candidate_label}
-            for r in rows
-        ],
-        "total": total, "limit": limit, "offset": offset,
-    }
+    return SampleList(items=[SampleOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{submission_id}/events", summary="The audit trail of a submission")
-def get_events(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+@router.get("/{submission_id}/events", summary="The audit trail of a submission", response_model=EventList)
+def get_events(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     rows = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id)).all()
     return {"items": [event_view(e) for e in rows]}
 
 
-@router.post("/{submission_id}/cancel", summary="Cancel a submission that has not finished")
-def cancel_submission(submission_id: str, principal: Principal = Depends(current_principal), db: Session = Depends(get_db)):
+@router.post("/{submission_id}/cancel", summary="Cancel a submission that has not finished",
+             response_model=SubmissionDetail, response_model_exclude_unset=True)
+def cancel_submission(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     try:
         lifecycle.cancel(db, sub, principal)
@@ -304,10 +310,9 @@ class ReviewIn(BaseModel):
     )
 
 
-@router.post("/{submission_id}/review", summary="A reviewer's approve/block with a reason")
-def review_submission(
-    submission_id: str, body: ReviewIn, principal: Principal = Depends(require_reviewer), db: Session = Depends(get_db)
-):
+@router.post("/{submission_id}/review", summary="A reviewer's approve/block with a reason",
+             response_model=SubmissionDetail, response_model_exclude_unset=True)
+def review_submission(submission_id: str, body: ReviewIn, principal: Reviewer, db: DbSession):
     sub = load_submission(db, submission_id, principal)
     try:
         lifecycle.review(db, sub, principal, body.decision, body.reason, body.override_reason)

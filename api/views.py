@@ -1,4 +1,5 @@
-"""JSON views of the rows the API returns (one place, so the UI, the CLI and the docs agree)."""
+"""JSON views of the rows the API returns (one place, so the UI, the CLI and the docs agree). Their shapes are
+described, and checked on the way out, by the response models in api/schemas.py: change both together."""
 
 from __future__ import annotations
 

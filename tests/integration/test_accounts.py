@@ -171,6 +171,27 @@ def test_admin_users_page_changes_role_and_access(app, make_user, db):
     assert user.role == "reviewer" and user.is_active is False and user.session_version == 2
 
 
+def test_a_password_is_set_from_the_api_and_the_page_and_a_short_one_is_refused(app, client, make_user):
+    """Both take the same PasswordIn: at least 8 characters, else 422 (API) or a message (page), unchanged."""
+    make_user("admin", org="provider", email="ada@provider.test", password="ada-password-1")
+    _, _, admin_h = make_user("admin", org="provider")
+    uid, _, _ = make_user("submitter", email="sub@acme.test", password="sub-password-1")
+
+    r = client.post(f"{API}/admin/users/{uid}/password", headers=admin_h, json={"password": "short"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input" and r.json()["field"] == "password"
+    r = client.post(f"{API}/admin/users/{uid}/password", headers=admin_h, json={})
+    assert r.status_code == 422 and r.json()["field"] == "password"
+
+    admin, _ = sign_in(app, "ada@provider.test", "ada-password-1")
+    url = f"/admin/users/{uid}/password"
+    r = admin.post(url, data={"password": "short", "csrf": csrf_of(admin.get("/admin/users").text)})
+    assert r.status_code == 200 and "Not changed" in r.text and "at least 8 characters" in r.text
+    sign_in(app, "sub@acme.test", "sub-password-1")  # the old password still works
+    r = admin.post(url, data={"password": "sub-password-2", "csrf": csrf_of(admin.get("/admin/users").text)})
+    assert r.status_code == 200 and "Password of sub@acme.test set" in r.text
+    sign_in(app, "sub@acme.test", "sub-password-2")
+
+
 # --------------------------------------------------------------------------------------------------------
 # sign-in throttling, audit, constant time
 def throttled_app(service_settings, **limits):

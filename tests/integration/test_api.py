@@ -133,7 +133,7 @@ def test_dataset_upload_with_training_overrides(client, make_user):
 def test_unknown_base_or_policy_is_422_when_the_registry_is_known(client, make_user, monkeypatch):
     from services import catalog
 
-    monkeypatch.setattr(catalog, "_registry_bases", lambda: [{"name": "tiny"}])
+    monkeypatch.setattr(catalog, "_registry_bases", lambda: [{"name": "tiny", "registered_by": "registry"}])
     monkeypatch.setattr(catalog, "_registry_policies", lambda: [{"name": "default"}])
     catalog.clear_cache()
     _, _, h = make_user()
@@ -301,3 +301,51 @@ def test_errors_are_json_with_code(client, make_user):
     assert "/docs-assets/swagger-ui-bundle.js" in docs.text and "http" not in docs.text.lower()
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     assert "/api/v1/submissions" in client.get(f"{API}/openapi.json").json()["paths"]
+
+
+def _as_sent_before(view: dict) -> bytes:
+    """How FastAPI sent a route's returned dict before the routes had response models (JSONResponse.render)."""
+    return json.dumps(view, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+def test_answers_through_the_response_models_are_the_views_byte_for_byte(client, make_user, db):
+    """The response models describe the JSON the routes sent before them; going through them changes no
+    byte: no field added, dropped, renamed, reordered or reformatted (the CLI and docs/api.md rely on it)."""
+    from api.views import submission_detail, submission_summary, token_view, user_view
+    from models import ApiToken, StageRun, Submission, User, Verdict
+
+    _, _, sub_h = make_user("submitter")
+    _, _, rev_h = make_user("reviewer", org="provider")
+    admin_id, _, admin_h = make_user("admin", org="provider")
+    queued = upload(client, sub_h, adapter_zip("queued")).json()["id"]
+    done = upload(client, sub_h, adapter_zip("done"), name="café adapter").json()["id"]
+
+    # `done`: inspected (with a finding), one stage run, an automatic verdict and a reviewer's decision
+    row = db.get(Submission, done)
+    row.status, row.decision, row.review_state, row.progress = "done", "review", "pending", 100.0
+    row.started_at, row.finished_at = row.created_at, row.created_at
+    row.inspection = {"findings": [{"severity": "info", "code": "ignored_files", "message": "README.md ignored"}]}
+    db.add(StageRun(submission_id=done, stage="inspect", attempt=1, claim_token="c" * 32, status="succeeded",
+                    worker="cpu@host", started_at=row.created_at, finished_at=row.created_at))
+    db.add(Verdict(submission_id=done, decision="review", reasons=["close to the limit"], policy_name="default",
+                   report={"verdict": {"decision": "review"}, "metrics": {"asr": {"delta": {"value": 0.05}}}}))
+    db.commit()
+    r = client.post(f"{API}/submissions/{done}/review", headers=rev_h, json={"decision": "block", "reason": "ünsafe"})
+    assert r.status_code == 200, r.text
+    db.expire_all()
+
+    for sid in (queued, done):
+        detail = submission_detail(db, db.get(Submission, sid))
+        assert client.get(f"{API}/submissions/{sid}", headers=sub_h).content == _as_sent_before(detail)
+    assert "findings" not in client.get(f"{API}/submissions/{queued}", headers=sub_h).json()  # not inspected yet
+    summaries = [submission_summary(db.get(Submission, sid)) for sid in (done, queued)]
+    listed = client.get(f"{API}/submissions", headers=sub_h)
+    assert listed.content == _as_sent_before({"items": summaries, "total": 2, "limit": 50, "offset": 0})
+
+    users = client.get(f"{API}/admin/users", headers=admin_h)
+    assert users.content == _as_sent_before({"items": [user_view(u) for u in db.query(User).order_by(User.id)]})
+    tokens = client.get(f"{API}/admin/tokens", headers=admin_h)
+    assert tokens.content == _as_sent_before({"items": [token_view(t) for t in db.query(ApiToken).order_by(ApiToken.id)]})
+    created = client.post(f"{API}/admin/tokens", headers=admin_h, json={"name": "ci"}).json()
+    assert list(created) == [*token_view(db.get(ApiToken, created["id"])), "token"]
+    assert created["user"] == user_view(db.get(User, admin_id))
