@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from evaluation.progress import TimeLeft
 from ftgate.settings import get_settings
 
 GUARD_DIR = Path(__file__).parent / "data" / "guard"
@@ -98,9 +99,12 @@ def build_guarded_base(parent: str = "smollm2-135m", progress: Callable[[str], N
         base = load_base(parent, progress)
         adapter = out.with_name(out.name + ".adapter")
 
+        time_left = TimeLeft()
+
         def step_progress(stage: str, done: int, total: int, message: str = "") -> None:
+            left = time_left(done, total)  # every step, so the estimate sees each one
             if done % 10 == 0 or done == total:
-                progress(f"guard {message}")
+                progress(f"guard {message}" + (f", {left}" if left else ""))
 
         log = finetune_lora(base, examples, cfg, adapter, progress=step_progress)
         import copy
