@@ -103,3 +103,34 @@ def test_the_demo_serves_at_once_submits_the_samples_and_stops_cleanly(tmp_path)
         for p in family:
             if p.is_running():
                 p.kill()
+
+
+def test_on_a_later_start_the_demo_submits_with_a_short_lived_token_it_then_revokes(tmp_path):
+    """The first start's token is shown once and only its hash is kept: a later start mints its own for the
+    first admin, which stops working when the demo stops following the samples."""
+    import threading
+    from datetime import timedelta
+
+    from api.serve import Serving, bootstrap_admin
+    from ftgate.demo import DEMO_TOKEN_LIFETIME, demo_token, revoke_demo_token
+    from ftgate.settings import Settings
+    from models import ApiToken, utcnow
+    from services.auth import authenticate_token
+    from services.db import session_scope, upgrade
+
+    settings = Settings(data_dir=tmp_path / "data", database_url="", broker_url="")
+    settings.data_dir.mkdir()  # serve makes it before it migrates
+    upgrade(settings.resolved_database_url)
+    first = bootstrap_admin(settings)
+    assert demo_token(Serving("http://unused", settings, first, threading.Event())) == (first["token"], None)
+
+    token, token_id = demo_token(Serving("http://unused", settings, None, threading.Event()))
+    assert token and token != first["token"]
+    with session_scope(settings.resolved_database_url) as s:
+        principal = authenticate_token(s, token)
+        assert principal is not None and principal.email == "admin@localhost" and principal.role == "admin"
+        assert s.get(ApiToken, token_id).expires_at <= utcnow() + DEMO_TOKEN_LIFETIME + timedelta(seconds=5)
+    revoke_demo_token(settings, token_id)
+    with session_scope(settings.resolved_database_url) as s:
+        assert authenticate_token(s, token) is None
+        assert authenticate_token(s, first["token"]) is not None  # the admin's own token is untouched
