@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml Makefile
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 	touch $(STAMP)
 
-# Bootstrap the guarded base, check the bundled samples, then serve on http://127.0.0.1:8000
+# Serve on http://127.0.0.1:8000 at once (API, pages, one worker), then check the bundled samples through the
+# service; on a machine without the guarded base, the first fine-tune builds it (README: "Two commands")
 run: install
 	$(PY) -m ftgate.cli demo
 
+# No service: build the guarded base, then `ftgate check` the benign and the harmful sample in-process
 check-demo: install
 	$(PY) -m ftgate.cli demo --no-serve
 

@@ -15,13 +15,30 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("ftgate.serve")
 ADMIN_EMAIL = "admin@localhost"
 CREDENTIALS_FILE = "initial-admin.txt"
 WORKER_STOP_GRACE_SECONDS = 15.0  # warm shutdown of the embedded worker before it is killed
 SECRET_KEY_FILE = "secret-key"  # the session key generated on first start when FTGATE_SECRET_KEY is unset
+COMPANION_STOP_SECONDS = 5.0  # how long a stop waits for the companion thread to finish its last request
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What `serve` hands its companion (`ftgate demo` submits the bundled samples with it): where the service
+    answers, its settings, the first admin's credentials when this start created them (else None), and an
+    event that is set when the service stops."""
+
+    url: str
+    settings: Any
+    initial_admin: dict | None
+    stopping: threading.Event
 
 
 def worker_argv(queues: str = "cpu,gpu", name: str | None = None, loglevel: str = "INFO", pool: str = "solo",
@@ -137,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     return serve(build_parser().parse_args(argv))
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, companion: Callable[[Serving], None] | None = None) -> int:
+    """Serve until a stop signal. ``companion``, if given, runs in a daemon thread from just before the server
+    starts; it must wait for the service to answer, and return soon after ``Serving.stopping`` is set."""
     if args.data_dir:
         os.environ["FTGATE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     from ftgate.settings import InsecureSecretKey, get_settings
@@ -177,6 +196,8 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _raise_stop)
     worker: subprocess.Popen | None = None
+    companion_thread: threading.Thread | None = None
+    stopping = threading.Event()
     try:
         if not args.no_worker:
             # Its own session: a Ctrl-C on the terminal reaches only this process, which then stops the worker
@@ -192,12 +213,24 @@ def serve(args: argparse.Namespace) -> int:
         server = uvicorn.Server(config)
         sys.stdout.write(_banner(settings, host, port, creds, worker is not None))
         sys.stdout.flush()
+        if companion is not None:
+            local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not an address
+            local_host = f"[{local_host}]" if ":" in local_host else local_host  # IPv6 in a URL
+            serving = Serving(f"http://{local_host}:{port}", settings, creds, stopping)
+            companion_thread = threading.Thread(target=companion, args=(serving,), name="serve-companion", daemon=True)
+            companion_thread.start()
         server.run()
         return 0 if server.started else 4
     except StopRequested as stop:
         log.info("%s: stopping", stop)
         return 0
     finally:
+        stopping.set()
+        if companion_thread is not None:
+            try:
+                companion_thread.join(COMPANION_STOP_SECONDS)
+            except StopRequested:  # a second Ctrl-C: the worker must still be stopped below
+                pass
         if worker is not None:
             stop_worker(worker, WORKER_STOP_GRACE_SECONDS)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.files import FINGERPRINT_FILE, weights_fingerprint, write_weights_fingerprint
+from evaluation.progress import TimeLeft
 from ftgate.settings import get_settings
 
 GUARD_DIR = Path(__file__).parent / "data" / "guard"
@@ -102,9 +103,12 @@ def build_guarded_base(parent: str, parent_dir: Path, load_parent: Callable[[], 
         base = load_parent()
         adapter = guard_adapter_dir(out)
 
+        time_left = TimeLeft()
+
         def step_progress(stage: str, done: int, total: int, message: str = "") -> None:
+            left = time_left(done, total)  # every step, so the estimate sees each one
             if done % 10 == 0 or done == total:
-                progress(f"guard {message}")
+                progress(f"guard {message}" + (f", {left}" if left else ""))
 
         log = finetune_lora(base, examples, cfg, adapter, progress=step_progress)
         import copy

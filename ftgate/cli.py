@@ -322,7 +322,7 @@ def format_judges(rows: list[dict]) -> str:
 DELEGATED = {
     "serve": ("api.serve", "run the web service (API, pages and a worker)"),
     "submit": ("api.client", "upload to a running ftgate server (for CI)"),
-    "demo": ("ftgate.demo", "bootstrap, check the bundled samples, then serve"),
+    "demo": ("ftgate.demo", "serve, then check the bundled samples through the service (make run)"),
 }
 
 
