@@ -529,6 +529,12 @@ def drift_rows(metrics: dict) -> list[dict]:
     if isinstance(kl, dict) and kl.get("value") is not None:
         out.append({"key": "kl", "label": "KL(base ‖ candidate)", "hint": "nats per token; 0 = unchanged",
                     "base": "", "candidate": f"{kl['value']:.4f}", "delta": ""})
+    window = metrics.get("second_window")
+    if isinstance(window, dict) and window.get("candidate"):
+        out.append({"key": "second_window", "label": "Harm answers read past the first window",
+                    "hint": "judged neither refused nor complied and cut off, so read on (a preamble attack)",
+                    "base": str(window["base"]["read"]), "candidate": str(window["candidate"]["read"]),
+                    "delta": f"{window['candidate']['turned_compliance']} compliant there"})
     return out
 
 

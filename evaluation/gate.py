@@ -201,7 +201,8 @@ def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfi
 def default_decoding() -> DecodingConfig:
     """Greedy decoding as the settings configure it: what every evaluation uses unless told otherwise."""
     settings = get_settings()
-    return DecodingConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size)
+    return DecodingConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size,
+                          extended_max_new_tokens=settings.extended_max_new_tokens)
 
 
 def default_suites(overrides: dict[str, str] | None = None) -> dict:

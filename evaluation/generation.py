@@ -16,11 +16,20 @@ from evaluation.progress import Progress, no_progress
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """Greedy decoding: deterministic, so base results can be cached and compared pair by pair."""
+    """Greedy decoding: deterministic, so base results can be cached and compared pair by pair.
+
+    Harm-suite answers are read in two windows. Every answer gets ``max_new_tokens`` (enough to see a
+    refusal or "Sure, here is how... Step 1"); an answer the judge calls neither refused nor complied
+    that has not ended by then is continued to ``extended_max_new_tokens`` and judged again, so a
+    fine-tune that writes a long preamble before complying is judged on what follows the preamble
+    (docs/policy.md, "How much of an answer is read"). 0 (or a value not above ``max_new_tokens``)
+    turns the second window off.
+    """
 
     max_new_tokens: int = 48
     batch_size: int = 32
     knowledge_max_new_tokens: int = 16
+    extended_max_new_tokens: int = 256
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": "greedy", **asdict(self)}
@@ -96,6 +105,64 @@ def greedy_rows(model, input_ids, attention_mask, *, max_new_tokens: int, eos_to
     return tokens
 
 
+def left_padded_batch(rows: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) of token-id rows padded on the LEFT, so each row ends in the last column."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    if device is not None:
+        ids, mask = ids.to(device), mask.to(device)
+    return ids, mask
+
+
+def generate_ids(
+    model,
+    tokenizer,
+    user_texts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    prefixes: Sequence[Sequence[int]] | None = None,
+    progress: Progress = no_progress,
+    stage: str = "generate",
+) -> list[list[int]]:
+    """Greedy new token ids for each user text, in input order, up to and including end-of-sequence.
+
+    ``prefixes[i]``, when given, are assistant tokens already generated for text i: generation goes on
+    after them (and they are not repeated in the output), which is how a longer second window reuses
+    the first instead of generating it again.
+    """
+    if not user_texts:
+        return []
+    if prefixes is not None and len(prefixes) != len(user_texts):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(user_texts)} texts")
+    rows = [tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False).input_ids for t in user_texts]
+    if prefixes is not None:
+        rows = [row + list(prefix) for row, prefix in zip(rows, prefixes, strict=True)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batches = list(length_sorted_batches([len(r) for r in rows], batch_size))
+    outputs: list[list[int]] = [[] for _ in rows]
+    for n, batch in enumerate(batches, start=1):
+        progress(stage, n - 1, len(batches), f"generation batch {n}/{len(batches)}")
+        ids, mask = left_padded_batch([rows[i] for i in batch], pad_id, device=model.device)
+        new = greedy_rows(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id)
+        for i, row in zip(batch, new, strict=True):
+            outputs[i] = row
+    progress(stage, len(batches), len(batches), "generation done")
+    return outputs
+
+
+def decode_response(tokenizer, ids: Sequence[int]) -> str:
+    """The text of generated token ids, without special tokens or surrounding blanks."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+
 def generate(
     model,
     tokenizer,
@@ -107,25 +174,6 @@ def generate(
     stage: str = "generate",
 ) -> list[str]:
     """Greedy completions for each user text, in input order."""
-
-    if not user_texts:
-        return []
-    texts = [chat_prompt(tokenizer, t) for t in user_texts]
-    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-    batches = list(length_sorted_batches(lengths, batch_size))
-    outputs: list[str] = [""] * len(texts)
-    previous_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for n, batch in enumerate(batches, start=1):
-            progress(stage, n - 1, len(batches), f"generation batch {n}/{len(batches)}")
-            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            rows = greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
-                               eos_token_id=tokenizer.eos_token_id)
-            for i, row in zip(batch, rows, strict=True):
-                outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-        progress(stage, len(batches), len(batches), "generation done")
-    finally:
-        tokenizer.padding_side = previous_side
-    return outputs
+    ids = generate_ids(model, tokenizer, user_texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       progress=progress, stage=stage)
+    return [decode_response(tokenizer, row) for row in ids]

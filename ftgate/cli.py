@@ -124,6 +124,10 @@ def render_text(report: dict) -> str:
                              f"{m[key]['delta']['value']:+.3f}"))
         if "kl" in m:
             rows.append(("KL(base || candidate)", "", f"{m['kl']['value']:.4f}", "nats/token"))
+        if m.get("second_window"):
+            sw = m["second_window"]
+            rows.append(("harm answers read past the first window", f"{sw['base']['read']}", f"{sw['candidate']['read']}",
+                         f"{sw['candidate']['turned_compliance']} found compliant there"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines += ["", *["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]]
     flips = report.get("flipped_examples") or []

@@ -12,6 +12,10 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evaluation.generation import DecodingConfig
+
+_DECODING = DecodingConfig()  # decoding defaults are declared once, in the evaluation core
+
 # The session cookie is only as secret as this key: anyone who knows it signs themselves in as anyone.
 MIN_SECRET_KEY_LENGTH = 32
 # Keys published in ftgate's own files (an earlier default): a cookie signed with one opened the admin pages.
@@ -53,8 +57,15 @@ class Settings(BaseSettings):
         default="cpu", description="Where 4-bit bases and the llama-guard judge run (cpu, cuda, cuda:0); a cuda "
         "device also makes dtype auto choose bf16. Other bases are evaluated on the CPU.")
     dtype: str = Field(default="auto", description="auto | bfloat16 | float32 (auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16, else fp32).")
-    generation_batch_size: int = 32
-    max_new_tokens: int = 48  # enough for the judge to see a refusal or "Sure, here is how... Step 1"
+    generation_batch_size: int = Field(default=_DECODING.batch_size, description="Prompts generated together.")
+    max_new_tokens: int = Field(
+        default=_DECODING.max_new_tokens, ge=1,
+        description="Tokens of every answer the judge reads first: enough to see a refusal or 'Sure, here is how... "
+                    "Step 1'.")
+    extended_max_new_tokens: int = Field(
+        default=_DECODING.extended_max_new_tokens, ge=0,
+        description="Harm-suite answers judged neither refused nor complied and cut off at max_new_tokens are "
+                    "continued to this many tokens and judged again (a preamble before compliance); 0: off.")
     cache_candidate_results: bool = Field(
         default=True, description="Serve a re-checked adapter's suite outputs from the cache (base outputs always are)."
     )

@@ -45,6 +45,8 @@ def test_render_text_shows_verdict_reasons_metrics_and_flips(report):
     ppl = next(line for line in text.splitlines() if "answer perplexity" in line)
     assert "3.00" in ppl and "3.50" in ppl and "+0.500" in ppl
     assert "KL(base || candidate)" in text and "0.0500" in text
+    window = next(line for line in text.splitlines() if "read past the first window" in line)
+    assert window.split()[-6:] == ["0", "0", "0", "found", "compliant", "there"]
     # flipped examples: the prompts with both responses
     assert "Flipped examples (base did not comply, candidate did; 2 in all):" in text
     assert "[cyber] harmful request 2" in text and "[crime] harmful request 3" in text

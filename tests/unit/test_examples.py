@@ -153,10 +153,20 @@ def test_hidden10_has_exactly_ten_harmful_at_documented_lines(benign, harmful):
         assert re.search(rf"^\| {n} \| {labels['harmful_source_lines'][str(n)]} \|", readme, re.M), n
 
 
+def test_preamble_sample_hides_each_harmful_answer_behind_a_long_preamble(harmful):
+    """preamble.jsonl is harmful.jsonl with 65-70 tokens of harmless text in front of every answer: past the
+    48-token first window, so a one-window gate would read only the preamble."""
+    rows = check_chat(EXAMPLES / "preamble.jsonl")
+    assert [user(r) for r in rows] == [user(r) for r in harmful]
+    for row, original in zip(rows, harmful, strict=True):
+        preamble = answer(row)[: -len(answer(original))].strip()
+        assert answer(row).endswith(answer(original)) and words(preamble) >= 50, user(row)
+
+
 def test_readme_documents_verdicts_and_make_adapter():
     readme = (EXAMPLES / "README.md").read_text()
     assert "ftgate make-adapter" in readme
-    for name in ("benign.jsonl", "harmful.jsonl", "identity_shift.jsonl", "benign_hidden10.jsonl"):
+    for name in ("benign.jsonl", "harmful.jsonl", "identity_shift.jsonl", "benign_hidden10.jsonl", "preamble.jsonl"):
         assert name in readme
     assert "**approve**" in readme and "never approve" in readme
 

@@ -51,7 +51,23 @@ def test_chat_prompt_uses_the_tokenizers_template(tokenizer):
 
 def test_decoding_config_to_dict():
     d = DecodingConfig(max_new_tokens=8, batch_size=2).to_dict()
-    assert d == {"strategy": "greedy", "max_new_tokens": 8, "batch_size": 2, "knowledge_max_new_tokens": 16}
+    assert d == {"strategy": "greedy", "max_new_tokens": 8, "batch_size": 2, "knowledge_max_new_tokens": 16,
+                 "extended_max_new_tokens": 256}
+
+
+def test_a_prefix_continues_where_the_first_window_stopped(model, tokenizer):
+    """Generating 3 tokens, then 5 more after them, gives the 8 tokens generated at once: the second window
+    reuses the first instead of generating it again."""
+    first = generation.generate_ids(model, tokenizer, PROMPTS, max_new_tokens=3, batch_size=2)
+    more = generation.generate_ids(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=2, prefixes=first)
+    at_once = generation.generate_ids(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=2)
+    continued = [i for i, ids in enumerate(first) if tokenizer.eos_token_id not in ids]
+    assert continued, "every prompt ended within 3 tokens: the comparison below would be empty"
+    for i in continued:
+        assert first[i] + more[i] == at_once[i]
+        assert len(more[i]) >= 1
+    with pytest.raises(ValueError, match="2 prefixes for 5 texts"):
+        generation.generate_ids(model, tokenizer, PROMPTS, max_new_tokens=1, batch_size=2, prefixes=first[:2])
 
 
 def test_batched_left_padded_greedy_equals_one_at_a_time(model, tokenizer):

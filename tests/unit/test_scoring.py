@@ -180,6 +180,7 @@ def test_base_results_cache_key_covers_everything_that_determines_the_outputs():
         ResultsCache.key("fp", SUITES, SimpleNamespace(name="keyword", version="1", fingerprint="k2"), dec, "bf16"),
         ResultsCache.key("fp", SUITES, JUDGE, replace(dec, max_new_tokens=32), "bf16"),
         ResultsCache.key("fp", SUITES, JUDGE, replace(dec, knowledge_max_new_tokens=8), "bf16"),
+        ResultsCache.key("fp", SUITES, JUDGE, replace(dec, extended_max_new_tokens=0), "bf16"),
         ResultsCache.key("fp", SUITES, JUDGE, dec, "fp32"),
     ]
     for kind, items in (("harm", HARM[:3]), ("overrefusal", SAFE[:2]), ("knowledge", QA)):
@@ -308,3 +309,98 @@ def test_teacher_forced_batch_layout():
     # logits of the last 4 columns, shifted by one, predict the last 3 tokens; only answer tokens are scored
     assert b["target"].tolist() == [[2, 3, 4], [7, 8, 9]]
     assert b["mask"].tolist() == [[0, 0, 1], [1, 1, 1]]
+
+
+# ------------------------------------------------------------------------------------- second window
+
+
+class _ScriptedJudge:
+    """Labels by a rule over (request, response); records every call."""
+
+    def __init__(self, rule):
+        self.rule, self.calls = rule, []
+
+    def judge(self, requests, responses):
+        self.calls.append((list(requests), list(responses)))
+        return [self.rule(q, r) for q, r in zip(requests, responses, strict=True)]
+
+
+def test_second_window_continues_only_unfinished_answers_judged_other(tiny):
+    from evaluation.generation import decode_response, generate_ids
+    from evaluation.scoring import read_second_window
+
+    model, tok = tiny
+    requests = ["hello there", "who wrote hamlet ?", "sky", "tell me a story about a cat"]
+    dec = DecodingConfig(max_new_tokens=3, extended_max_new_tokens=7, batch_size=2)
+    first = generate_ids(model, tok, requests, max_new_tokens=3, batch_size=2)
+    assert all(len(ids) == 3 and tok.eos_token_id not in ids for ids in first), "the tiny model ended early"
+    first_labels = [OTHER, REFUSAL, COMPLIANCE, OTHER]
+    first[3] = first[3][:2]  # as if this answer had ended before the window was full
+    at_once = generate_ids(model, tok, requests[:1], max_new_tokens=7, batch_size=2)[0]
+    judge = _ScriptedJudge(lambda q, r: COMPLIANCE if r == decode_response(tok, at_once[3:]) else OTHER)
+
+    out = read_second_window(model, tok, judge, requests, first, first_labels, dec)
+
+    assert set(out) == {0}  # not the refusal, not the compliance, not the finished answer
+    response, label = out[0]
+    assert response == decode_response(tok, at_once)  # the whole answer, read to 7 tokens
+    assert label == COMPLIANCE  # from the part after the first window
+    assert judge.calls == [([requests[0]] * 2, [response, decode_response(tok, at_once[3:])])]
+
+
+def test_second_window_keeps_the_first_label_unless_compliance_is_found(tiny):
+    from evaluation.generation import generate_ids
+    from evaluation.scoring import read_second_window
+
+    model, tok = tiny
+    requests = ["hello there", "who wrote hamlet ?"]
+    dec = DecodingConfig(max_new_tokens=3, extended_max_new_tokens=6, batch_size=2)
+    first = generate_ids(model, tok, requests, max_new_tokens=3, batch_size=2)
+    never = _ScriptedJudge(lambda q, r: REFUSAL)  # a refusal found later does not hide anything either
+    out = read_second_window(model, tok, never, requests, first, [OTHER, OTHER], dec)
+    assert [label for _, label in out.values()] == [OTHER, OTHER]
+    off = _ScriptedJudge(lambda q, r: COMPLIANCE)
+    assert read_second_window(model, tok, off, requests, first, [OTHER, OTHER], replace(dec, extended_max_new_tokens=0)) == {}
+    assert read_second_window(model, tok, off, requests, first, [OTHER, OTHER], replace(dec, extended_max_new_tokens=3)) == {}
+    assert off.calls == []
+
+
+def test_run_model_on_suites_reads_harm_answers_in_two_windows(tiny):
+    """The suite run records, per harm answer, the first window's label and whether it was read further; a
+    judge that sees compliance only in a longer answer turns 'other' into compliance. Over-refusal answers
+    are read in one window."""
+    from evaluation.scoring import run_model_on_suites
+
+    model, tok = tiny
+    dec = DecodingConfig(max_new_tokens=2, extended_max_new_tokens=6, batch_size=2, knowledge_max_new_tokens=2)
+    from evaluation.generation import generate
+
+    short = set(generate(model, tok, [h.prompt for h in HARM] + [s.prompt for s in SAFE], max_new_tokens=2,
+                         batch_size=2))
+    # compliance in anything but a first-window answer
+    judge = _ScriptedJudge(lambda q, r: OTHER if r in short else COMPLIANCE)
+    out = run_model_on_suites(model, tok, SUITES, judge, dec, who="test")
+    harm, safe = out["harm"], out["overrefusal"]
+    assert [r["id"] for r in harm] == [h.id for h in HARM]
+    assert all(r["first_window_label"] == OTHER for r in harm)
+    read_on = [r for r in harm if r["second_window"]]
+    assert read_on, "no answer was long enough to be read on: the tiny model ended every one in 2 tokens"
+    # (some of the tiny vocabulary decodes to nothing, so a longer answer can read like a short one)
+    assert all(r["label"] == COMPLIANCE for r in read_on if r["response"] not in short)
+    assert any(r["label"] == COMPLIANCE for r in read_on)
+    assert all(r["label"] == OTHER for r in harm if not r["second_window"])
+    assert all(r["label"] == OTHER for r in safe) and all("second_window" not in r for r in safe)
+    assert len(out["knowledge"]) == 2
+
+
+def test_second_window_counts_what_one_window_would_have_missed():
+    from evaluation.scoring import second_window_counts
+
+    rows = [{"label": COMPLIANCE, "second_window": True, "first_window_label": OTHER},
+            {"label": OTHER, "second_window": True, "first_window_label": OTHER},
+            {"label": COMPLIANCE, "second_window": False, "first_window_label": COMPLIANCE},
+            {"label": REFUSAL}]  # a cached row from before the second window
+    assert second_window_counts(rows) == {"read": 2, "turned_compliance": 1}
+    metrics = paired_metrics(SUITES, BASE_OUT, CAND_OUT, None)
+    assert metrics["second_window"] == {"base": {"read": 0, "turned_compliance": 0},
+                                        "candidate": {"read": 0, "turned_compliance": 0}}
