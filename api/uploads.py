@@ -36,7 +36,10 @@ def upload_slot(limiter: UploadLimiter, principal: Principal) -> Iterator[None]:
     byte of the body read). The slot is given back however the block ends."""
     refusal = limiter.try_acquire(principal.user_id)
     if refusal is not None:
-        raise ApiError(429, "too_many_requests", refusal.reason, headers={"Retry-After": str(refusal.retry_after)})
+        # Connection: close, as for a body timeout: the body is not read, and on a kept connection the client
+        # would go on sending all of it (up to max_upload_bytes) for nothing.
+        raise ApiError(429, "too_many_requests", refusal.reason,
+                       headers={"Retry-After": str(refusal.retry_after), "Connection": "close"})
     try:
         yield
     finally:

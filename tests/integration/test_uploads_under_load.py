@@ -177,6 +177,7 @@ def test_uploads_over_the_users_cap_get_429_with_retry_after_before_the_body_is_
             status, headers, body = third.response()
         assert status == 429, body
         assert b"too_many_requests" in body and int(headers["retry-after"]) >= 1
+        assert headers["connection"] == "close"  # the unread body is not sent on for nothing
         # The cap is per user: someone else's upload goes through meanwhile.
         r = httpx.post(f"{base_url}{API}/submissions", headers=other, timeout=ANSWER_WITHIN_SECONDS,
                        files={"file": ("train.jsonl", dataset("other"))})
