@@ -19,7 +19,7 @@ from services import submissions as lc
 from services.auth import Principal, create_user
 from services.db import session_scope
 from services.storage import Storage
-from tasks import pipeline
+from tasks import housekeeping, pipeline
 from tests.integration.test_api import adapter_zip
 
 pytestmark = pytest.mark.integration
@@ -349,7 +349,7 @@ def test_reap_once_requeues_a_lost_stage(service_settings, gate, submit, redis_c
         lc.claim(s, sid, Stage.EVALUATE, worker="dead", task_id=None, lost_worker_seconds=60)
         s.execute(Submission.__table__.update().where(Submission.id == sid)
                   .values(heartbeat_at=utcnow() - timedelta(seconds=service_settings.lost_worker_seconds + 5)))
-    res = pipeline.reap_once(service_settings)
+    res = housekeeping.reap_once(service_settings)
     assert res.requeue == [(sid, Stage.EVALUATE)]
     assert _queued(redis_client, "gpu") == [("ftgate.evaluate", sid)]
     assert pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings) == "deciding"
