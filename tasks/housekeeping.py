@@ -60,7 +60,7 @@ def housekeeping_pass() -> tuple[lifecycle.ReapResult, RetentionResult]:
     return reap_once(actor=f"reaper:{name}"), expire_once(actor=f"retention:{name}")
 
 
-@celery_app.task(name=REAP_TASK, bind=True, acks_late=True)
+@celery_app.task(name=REAP_TASK, bind=True, acks_late=True, shared=False)  # see pipeline._TASK_OPTS
 def reap_task(self) -> dict:
     res, expired = housekeeping_pass()
     return {"requeued": [i for i, _ in res.requeue], "failed": res.failed, "expired": expired.expired}

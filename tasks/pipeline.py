@@ -382,7 +382,9 @@ def without_internal_paths(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-_TASK_OPTS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": 5}
+# shared=False: registered on the worker's app only; a sender's app (services.queue.make_celery) made later
+# in the same process must stay without tasks (a shared task is added to every app created after it).
+_TASK_OPTS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": 5, "shared": False}
 
 
 @celery_app.task(name=TASK_NAMES[Stage.INSPECT], **_TASK_OPTS)
