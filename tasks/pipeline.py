@@ -35,14 +35,14 @@ from models import (
     Decision,
     EvaluationRun,
     Kind,
-    Policy,
+    PolicyRecord,
     ReviewState,
     Sample,
     Stage,
     StageRunStatus,
     Submission,
     SubmissionStatus,
-    Verdict,
+    VerdictRecord,
 )
 from services import submissions as lifecycle
 from services.db import clean, session_scope
@@ -224,7 +224,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     def save(session: Session) -> None:
         policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
         session.add(
-            Verdict(
+            VerdictRecord(
                 submission_id=sub.id, decision=decision, reasons=list(verdict.get("reasons") or []),
                 policy_name=sub.policy_name, policy_id=policy_id, report=report,
             )
@@ -252,7 +252,7 @@ def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None
     """The policy a verdict used, stored once per (name, content hash)."""
     if not content_hash:
         return None
-    row = session.scalar(select(Policy).where(Policy.name == name, Policy.content_hash == content_hash))
+    row = session.scalar(select(PolicyRecord).where(PolicyRecord.name == name, PolicyRecord.content_hash == content_hash))
     if row is None:
         try:
             from evaluation.policy import load_policy
@@ -263,11 +263,11 @@ def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None
             body = {}
         try:
             with session.begin_nested():
-                row = Policy(name=name, content_hash=content_hash, body=body if isinstance(body, dict) else {})
+                row = PolicyRecord(name=name, content_hash=content_hash, body=body if isinstance(body, dict) else {})
                 session.add(row)
                 session.flush()
         except Exception:  # a concurrent decide stored it first
-            row = session.scalar(select(Policy).where(Policy.name == name, Policy.content_hash == content_hash))
+            row = session.scalar(select(PolicyRecord).where(PolicyRecord.name == name, PolicyRecord.content_hash == content_hash))
     return row.id if row is not None else None
 
 
@@ -277,12 +277,12 @@ def _register_db_bases(url: str) -> None:
         import dataclasses
 
         from evaluation.bases import BaseSpec, list_bases, register_base
-        from models import BaseModel
+        from models import BaseModelRecord
 
         known = {b.name for b in list_bases()}
         fields = {f.name for f in dataclasses.fields(BaseSpec)}
         with session_scope(url) as s:
-            for row in s.scalars(select(BaseModel).where(BaseModel.enabled.is_(True))):
+            for row in s.scalars(select(BaseModelRecord).where(BaseModelRecord.enabled.is_(True))):
                 if row.name not in known:
                     extra = {k: v for k, v in (row.config or {}).items() if k in fields}
                     register_base(BaseSpec(name=row.name, description=row.description, source=row.source, **extra))

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from evaluation.adapters import adapter_fingerprint
-from models import EvaluationRun, Sample, Stage, StageRun, Submission, Verdict
+from models import EvaluationRun, Sample, Stage, StageRun, Submission, VerdictRecord
 from services import submissions as lc
 from services.auth import Principal, create_user
 from services.db import session_scope
@@ -178,7 +178,7 @@ def test_adapter_runs_inspect_evaluate_decide(service_settings, gate, submit, re
     sub = db.get(Submission, sid)
     assert sub.status == "done" and sub.decision == "approve" and sub.progress == 100 and sub.review_state is None
     assert sub.claim_token is None and sub.finished_at is not None
-    assert db.scalar(select(func.count()).select_from(Verdict).where(Verdict.submission_id == sid)) == 1
+    assert db.scalar(select(func.count()).select_from(VerdictRecord).where(VerdictRecord.submission_id == sid)) == 1
     assert db.scalar(select(func.count()).select_from(Sample).where(Sample.submission_id == sid)) == 1
     ev = db.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sid))
     assert ev.metrics == {"asr": {"delta": {"value": 0.0}}}
