@@ -15,8 +15,7 @@ from api.errors import ApiError, invalid, not_found
 from api.schemas import BaseOut, EventList, TokenCreated, TokenList, TokenOut, UserList, UserOut
 from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
-from models import ApiToken, AuditEvent, Role, User, utcnow
-from models import BaseModel as BaseModelRow
+from models import ApiToken, AuditEvent, BaseModelRecord, Role, User, utcnow
 from services import catalog
 from services.auth import change_access, change_password, create_token, create_user, end_sessions
 from services.submissions import audit
@@ -158,12 +157,12 @@ def revoke_token(token_id: int, principal: Admin, db: DbSession):
 
 @router.post("/bases", status_code=201, summary="Register a base model", response_model=BaseOut)
 def add_base(body: BaseIn, principal: Admin, db: DbSession):
-    if db.scalar(select(BaseModelRow).where(BaseModelRow.name == body.name)) is not None:
+    if db.scalar(select(BaseModelRecord).where(BaseModelRecord.name == body.name)) is not None:
         raise ApiError(409, "conflict", f"base {body.name!r} is already registered", field="name")
     known = catalog.base_names(db)
     if known is not None and body.name in known:
         raise ApiError(409, "conflict", f"base {body.name!r} is already known to the registry", field="name")
-    row = BaseModelRow(name=body.name, source=body.source, description=body.description, config=body.config,
+    row = BaseModelRecord(name=body.name, source=body.source, description=body.description, config=body.config,
                        created_by_id=principal.user_id)
     db.add(row)
     audit(db, "base_registered", actor=principal.actor, actor_user_id=principal.user_id,

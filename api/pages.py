@@ -51,9 +51,9 @@ from models import (
     Submission,
     SubmissionStatus,
     User,
-    Verdict,
     utcnow,
 )
+from models import VerdictRecord as Verdict  # the ORM row (api/pages.py is being split: renamed there)
 from services import catalog
 from services.auth import Principal, principal_of
 from services.login import ThrottlePolicy, sign_in

@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from api.uploads import check_type, infer_kind, parse_multipart, upload_slot
 from api.views import event_view, submission_detail, submission_summary
-from models import AuditEvent, Sample, Stage, Submission, SubmissionStatus, Verdict
+from models import AuditEvent, Sample, Stage, Submission, SubmissionStatus, VerdictRecord
 from services import catalog
 from services import submissions as lifecycle
 from services.auth import Principal
@@ -252,7 +252,7 @@ def get_submission(submission_id: str, principal: CurrentPrincipal, db: DbSessio
 def get_report(submission_id: str, principal: CurrentPrincipal, db: DbSession) -> JSONResponse:
     """The report exactly as stored (a JSONResponse, so it is not re-serialised through ``Report``)."""
     sub = load_submission(db, submission_id, principal)
-    verdict = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
+    verdict = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub.id))
     if verdict is None:
         raise ApiError(409, "not_ready", f"submission {sub.id} is {sub.status}; the report exists once it is done")
     return JSONResponse(verdict.report)

@@ -300,7 +300,8 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     timings["evaluate_base"] = round(time.perf_counter() - t0, 2)
 
     # The candidate's outputs are deterministic too (greedy decoding, fixed weights): an adapter checked
-    # again (a CI re-run, a resubmission, the same dataset fine-tuned again) is served from the cache.
+    # again (a CI re-run, a resubmission, the same dataset fine-tuned again) is served from the cache, as
+    # long as the evaluation code is the same (the key holds scoring.code_version()).
     # Entries made under an earlier adapter-fingerprint definition (16 hex characters, unframed) have
     # other keys: they are never read, the results are computed again.
     adapter_id = adapter_fingerprint(Path(adapter_dir))
@@ -350,12 +351,14 @@ def control_size(n_examples: int, pool: int) -> int:
 def control_key(base_fingerprint: str, pool_fingerprint: str, size: int, cfg: TrainingConfig,
                 judge_fingerprint: str, decoding: DecodingConfig, suite_hashes: dict[str, str]) -> str:
     """The benign control's cache key: everything its numbers depend on, the judge's weights and the code
-    version of cached results included, so a retrained judge never meets the control's old labels."""
-    from evaluation.scoring import RESULTS_VERSION
+    version of the evaluation core included (scoring.code_version: as for candidate results), so a retrained
+    judge never meets the control's old labels and a changed evaluation is measured again."""
+    from evaluation.scoring import RESULTS_VERSION, code_version
 
     return hashlib.sha256(json.dumps({
         "base": base_fingerprint, "pool": pool_fingerprint, "size": size, "cfg": cfg.to_dict(),
         "judge": judge_fingerprint, "decoding": decoding.to_dict(), "suites": suite_hashes, "v": RESULTS_VERSION,
+        "code": code_version(),
     }, sort_keys=True).encode()).hexdigest()[:20]
 
 

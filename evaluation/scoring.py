@@ -1,20 +1,21 @@
 """Running one model over the three suites, and turning two models' outputs into paired metrics.
 
 `run_model_on_suites` produces per-item outputs (responses, judge labels, correctness); those of the base
-are cached on disk by (base fingerprint, suite hashes, judge, decoding), so a second check on the same base
-only runs the candidate. `paired_metrics` is pure: it compares the two outputs item by item.
+are cached on disk by (base fingerprint, suite hashes, judge, decoding, code version), so a second check
+on the same base only runs the candidate. `paired_metrics` is pure: it compares the two outputs item by item.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from evaluation import metrics as M
+from evaluation.files import atomic_write_text
 from evaluation.generation import (
     DecodingConfig,
     chat_prompt,
@@ -28,6 +29,33 @@ from evaluation.progress import Progress, no_progress
 
 # bump when the meaning of cached outputs changes (2: greedy_rows drops finished rows; 3: second window)
 RESULTS_VERSION = 3
+
+EVALUATION_DIR = Path(__file__).resolve().parent
+
+
+def source_fingerprint(root: Path) -> str:
+    """16 hex characters of a sha256 over every ``*.py`` file below ``root``: its relative path and bytes."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@cache
+def code_version() -> str:
+    """The evaluation core's code version, part of every results cache key (computed once per process).
+
+    Why a hash of the sources: cached results must never stand in for what today's code would compute
+    (the e2e tier re-checks adapters it checked before, and a deployed worker re-checks resubmissions).
+    RESULTS_VERSION alone relies on someone remembering to bump it. The package version does not change
+    with an edit, and a git revision misses uncommitted edits and is absent from an installed package or
+    image. Turning the candidate cache off when CI=true would leave developers' runs and deployed workers
+    with the stale results, and CI would never run the cache path. The whole package is hashed, not a
+    hand-kept list of the files that matter: over-invalidating (a change to policy.py re-runs the models
+    once) is cheap next to a list that forgets one file.
+    """
+    return source_fingerprint(EVALUATION_DIR)
 
 
 def run_model_on_suites(model, tokenizer, suites: dict, judge, decoding: DecodingConfig, *,
@@ -255,7 +283,8 @@ def samples(suites: dict, base_out: dict, cand_out: dict) -> list[dict[str, Any]
 
 class ResultsCache:
     """A model's outputs on the suites, on disk, keyed by everything that determines them (the model's
-    fingerprint: the base's, or base+adapter for a candidate; suite hashes; judge; decoding; dtype)."""
+    fingerprint: the base's, or base+adapter for a candidate; suite hashes; judge; decoding; dtype; the
+    evaluation code's version)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -269,6 +298,7 @@ class ResultsCache:
             "decoding": decoding.to_dict(),
             "dtype": dtype,
             "v": RESULTS_VERSION,
+            "code": code_version(),
         }, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -282,8 +312,6 @@ class ResultsCache:
             return None
 
     def put(self, key: str, value: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        # A name of its own per writer: two workers may finish the same base on a cold cache at once.
-        tmp = self.root / f"{key}.json.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(value))
-        tmp.replace(self.root / f"{key}.json")
+        # atomic_write_text writes through a temporary file of its own per writer: two workers may finish
+        # the same model on a cold cache at once.
+        atomic_write_text(self.root / f"{key}.json", json.dumps(value))

@@ -7,17 +7,17 @@ from models.base import Base, utcnow
 from models.entities import (
     ApiToken,
     AuditEvent,
-    BaseModel,
+    BaseModelRecord,
     EvaluationRun,
     LoginThrottle,
     Organisation,
-    Policy,
+    PolicyRecord,
     Review,
     Sample,
     StageRun,
     Submission,
     User,
-    Verdict,
+    VerdictRecord,
     new_id,
 )
 from models.status import (
@@ -41,9 +41,9 @@ from models.status import (
 
 __all__ = [
     "ACTIVE", "CLAIMABLE_FROM", "STAGE_QUEUE", "STAGE_STATUS", "STATUS_STAGE", "TERMINAL", "TRANSITIONS",
-    "ApiToken", "AuditEvent", "Base", "BaseModel", "Decision", "EvaluationRun", "Kind", "LoginThrottle", "Organisation",
-    "Policy", "Review", "ReviewState", "Role", "Sample", "Stage", "StageRun", "StageRunStatus", "Submission",
-    "SubmissionStatus", "User", "Verdict", "can_transition", "new_id", "sources_of", "utcnow",
+    "ApiToken", "AuditEvent", "Base", "BaseModelRecord", "Decision", "EvaluationRun", "Kind", "LoginThrottle", "Organisation",
+    "PolicyRecord", "Review", "ReviewState", "Role", "Sample", "Stage", "StageRun", "StageRunStatus", "Submission",
+    "SubmissionStatus", "User", "VerdictRecord", "can_transition", "new_id", "sources_of", "utcnow",
 ]
 
 

@@ -81,7 +81,7 @@ class ApiToken(Base):
     user: Mapped[User] = relationship(back_populates="tokens", foreign_keys=[user_id])
 
 
-class BaseModel(Base):
+class BaseModelRecord(Base):
     """A base model registered by an operator (beside the ones the evaluation registry knows)."""
 
     __tablename__ = "base_models"
@@ -96,7 +96,7 @@ class BaseModel(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
-class Policy(Base):
+class PolicyRecord(Base):
     """A snapshot of a gate policy (name + content hash) as used by verdicts."""
 
     __tablename__ = "policies"
@@ -171,7 +171,7 @@ class Submission(Base):
     stage_runs: Mapped[list[StageRun]] = relationship(
         back_populates="submission", order_by="StageRun.id", cascade="all, delete-orphan"
     )
-    verdict: Mapped[Verdict | None] = relationship(back_populates="submission", uselist=False)
+    verdict: Mapped[VerdictRecord | None] = relationship(back_populates="submission", uselist=False)
     reviews: Mapped[list[Review]] = relationship(back_populates="submission", order_by="Review.id")
 
 
@@ -243,7 +243,7 @@ class Sample(Base):
     candidate_label: Mapped[str | None] = mapped_column(String(32))
 
 
-class Verdict(Base):
+class VerdictRecord(Base):
     """The automatic verdict (one per submission: the unique key makes a duplicate impossible)."""
 
     __tablename__ = "verdicts"

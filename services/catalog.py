@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import BaseModel
+from models import BaseModelRecord
 
 log = logging.getLogger("ftgate.catalog")
 _TTL = 60.0
@@ -113,7 +113,7 @@ def _registry_policies() -> list[dict]:
 def list_bases(session: Session) -> list[dict]:
     items = list(_cached("bases", _registry_bases) or [])
     known = {b.get("name") for b in items}
-    for row in session.scalars(select(BaseModel).where(BaseModel.enabled.is_(True)).order_by(BaseModel.name)):
+    for row in session.scalars(select(BaseModelRecord).where(BaseModelRecord.enabled.is_(True)).order_by(BaseModelRecord.name)):
         if row.name in known:
             continue
         items.append({"name": row.name, "source": row.source, "description": row.description,
@@ -127,7 +127,7 @@ def base_names(session: Session) -> set[str] | None:
     if reg is None:
         return None
     names = {b.get("name") for b in reg}
-    names |= set(session.scalars(select(BaseModel.name).where(BaseModel.enabled.is_(True))))
+    names |= set(session.scalars(select(BaseModelRecord.name).where(BaseModelRecord.enabled.is_(True))))
     return names
 
 

@@ -3,4 +3,9 @@
 `celery -A tasks.app worker -Q cpu,gpu` runs a worker. Tasks receive submission ids, claim the stage
 with a conditional UPDATE, call the evaluation core, save, transition, and enqueue the next stage after
 the commit.
+
+- tasks/app.py: the Celery app (broker, queues and task names from services/queue.py).
+- tasks/pipeline.py: the four stages and ``execute_stage``, which runs any of them the same way.
+- tasks/heartbeat.py: holding a claim while a stage runs (heartbeat thread, progress, ClaimLost).
+- tasks/housekeeping.py: the reaper (stale claims, lost stages) and retention, and the worker signals.
 """

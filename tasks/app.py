@@ -1,7 +1,8 @@
 """The worker's Celery app: ``celery -A tasks.app worker -Q cpu,gpu``.
 
 Its broker, queues, routes and task names come from services/queue.py, which the API uses to send work
-without importing this module; here the tasks are registered under those names (tasks/pipeline.py).
+without importing this module; here the tasks are registered under those names: the stages in
+tasks/pipeline.py, the reaper's pass and the worker signals in tasks/housekeeping.py.
 """
 
 from __future__ import annotations
@@ -15,4 +16,5 @@ celery_app = make_celery()
 app = celery_app  # `celery -A tasks.app`
 
 # Register the tasks and worker signals (imported last: they use celery_app).
+from tasks import housekeeping as _housekeeping  # noqa: E402,F401
 from tasks import pipeline as _pipeline  # noqa: E402,F401

@@ -1,11 +1,15 @@
 """The stage tasks. Each: claim (conditional UPDATE) -> run the evaluation core's stage function with a
-heartbeat and throttled progress -> save results and transition in one transaction, only while the claim
-holds -> commit -> enqueue the next stage.
+heartbeat and throttled progress (tasks/heartbeat.py) -> save results and transition in one transaction,
+only while the claim holds -> commit -> enqueue the next stage.
+
+A stage function gets the claim's runner, the submission and the storage, calls the evaluation core, and
+returns a ``StageOutcome``: the next status, the submission columns to set, and what to add to the
+database in the same transaction. ``execute_stage`` does the rest, the same way for every stage.
 
 Failures: ``InputRejected`` -> status rejected with the reason; transient infrastructure errors (database,
 broker, I/O hiccups) -> the claim is released and the task retries with back-off; anything else -> status
 failed with the error. A worker that dies mid-stage leaves a claim whose heartbeat stops: the next
-delivery of the message (acks_late) or the reaper takes it over.
+delivery of the message (acks_late) or the reaper (tasks/housekeeping.py) takes it over.
 """
 
 from __future__ import annotations
@@ -14,16 +18,16 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from evaluation.limits import run_limited
 from ftgate.settings import Settings, get_settings
@@ -31,109 +35,45 @@ from models import (
     Decision,
     EvaluationRun,
     Kind,
-    Policy,
+    PolicyRecord,
     ReviewState,
     Sample,
     Stage,
     StageRunStatus,
     Submission,
     SubmissionStatus,
-    Verdict,
+    VerdictRecord,
 )
 from services import submissions as lifecycle
-from services.db import clean, dispose_engines, session_scope
-from services.retention import RetentionResult, expire_artifacts
+from services.db import clean, session_scope
 from services.storage import Storage
-from tasks.app import REAP_TASK, TASK_NAMES, celery_app, send_stage
+from tasks.app import TASK_NAMES, celery_app, send_stage
+from tasks.heartbeat import TRANSIENT, ClaimLost, StageRunner
 
 log = logging.getLogger("ftgate.tasks")
 S = SubmissionStatus
 
 
-class ClaimLost(Exception):
-    """The claim was taken away (cancelled, or reaped after a missed heartbeat): stop, save nothing."""
+@dataclass(frozen=True)
+class StageOutcome:
+    """What a stage function hands back to ``execute_stage``, which saves it only while the claim holds.
 
+    ``next_status``: where the submission goes; ``values``: its columns to set with the transition;
+    ``save``: what else to add to the database in the same transaction (None: nothing).
+    """
 
-def _transient_types() -> tuple[type[BaseException], ...]:
-    import kombu.exceptions
-    import sqlalchemy.exc
-
-    types: list[type[BaseException]] = [
-        sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-        kombu.exceptions.OperationalError, ConnectionError, TimeoutError,
-    ]
-    try:
-        import redis.exceptions
-
-        types += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
-
-
-TRANSIENT = _transient_types()
+    next_status: SubmissionStatus
+    values: dict[str, Any] = field(default_factory=dict)
+    save: Callable[[Session], None] | None = None
 
 
 def worker_name() -> str:
     return os.environ.get("FTGATE_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _settings() -> Settings:
+def worker_settings() -> Settings:
+    """The settings the worker was started with (or, in tests and tools, the process's)."""
     return celery_app.conf.get("ftgate_settings") or get_settings()
-
-
-# ----------------------------------------------------------------------------------------------------------
-class StageRunner:
-    """Holds one claim: heartbeat thread, progress writer, and the database URL."""
-
-    def __init__(self, settings: Settings, claim: lifecycle.Claim, kind: str, worker: str):
-        self.settings, self.claim, self.kind, self.worker = settings, claim, kind, worker
-        self.url = settings.resolved_database_url
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._last_progress = 0.0
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.submission_id[:8]}", daemon=True)
-
-    def __enter__(self) -> StageRunner:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.settings.heartbeat_seconds):
-            try:
-                with session_scope(self.url) as s:
-                    if not lifecycle.heartbeat(s, self.claim):
-                        self.lost.set()
-                        return
-            except Exception as e:  # the database is away: keep trying; the reaper decides
-                log.warning("heartbeat of %s failed: %s", self.claim.submission_id, e)
-
-    def check(self) -> None:
-        if self.lost.is_set():
-            raise ClaimLost(f"claim on {self.claim.submission_id} was taken away")
-
-    def progress(self, stage: str, done: int, total: int, message: str = "") -> None:
-        """The evaluation core's Progress: throttled writes to the submission row."""
-        self.check()
-        now = time.monotonic()
-        final = total > 0 and done >= total
-        if not final and now - self._last_progress < self.settings.progress_interval_seconds:
-            return
-        self._last_progress = now
-        text = f"{stage} {done}/{total}" if total else stage
-        if message:
-            text = f"{text}: {message}"
-        try:
-            with session_scope(self.url) as s:
-                if not lifecycle.write_progress(s, self.claim, self.kind, done, total, text):
-                    self.lost.set()
-        except TRANSIENT as e:
-            log.warning("progress of %s not written: %s", self.claim.submission_id, e)
-        self.check()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -152,7 +92,8 @@ def _sender(settings: Settings):
     return _senders[url]
 
 
-def _enqueue_after_commit(settings: Settings, sub_id: str, stage: Stage) -> None:
+def enqueue_after_commit(settings: Settings, sub_id: str, stage: Stage) -> None:
+    """Send the stage's task (after the transition was committed) and mark the submission enqueued."""
     try:
         send_stage(_sender(settings), sub_id, stage)
     except Exception as e:  # the reaper enqueues it later (enqueued_at stays empty)
@@ -188,7 +129,7 @@ def _training(sub: Submission):
     return TrainingConfig.from_overrides(sub.training or {})  # raises InputRejected for bad overrides
 
 
-def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> tuple[SubmissionStatus, dict, Callable]:
+def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
     gate = _gate()
     workdir = storage.workdir(sub.id, "inspect")
     training = _training(sub)
@@ -212,19 +153,19 @@ def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> tu
         nxt = S.FINETUNING
     else:
         nxt = S.EVALUATING
-    return nxt, values, lambda session: None
+    return StageOutcome(nxt, values)
 
 
-def _stage_finetune(runner: StageRunner, sub: Submission, storage: Storage):
+def _stage_finetune(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
     gate = _gate()
     insp = gate.Inspection.from_dict(sub.inspection)
     adapter_dir = gate.finetune_submission(
         insp, sub.base_name, _training(sub), workdir=storage.workdir(sub.id, "finetune"), progress=runner.progress
     )
-    return S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)}, lambda session: None
+    return StageOutcome(S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)})
 
 
-def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
+def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
     gate = _gate()
     if not sub.adapter_path:
         raise RuntimeError("no adapter to evaluate (inspection recorded none)")
@@ -236,7 +177,7 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
     data = ev.to_dict()
     duration = time.monotonic() - started
 
-    def save(session):
+    def save(session: Session) -> None:
         base = data.get("base") or {}
         judge = data.get("judge") or {}
         session.add(
@@ -249,7 +190,7 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage):
             )
         )
 
-    return S.DECIDING, {}, save
+    return StageOutcome(S.DECIDING, save=save)
 
 
 def _adapter_fingerprint(storage: Storage, sub: Submission) -> str | None:
@@ -263,7 +204,7 @@ def _adapter_fingerprint(storage: Storage, sub: Submission) -> str | None:
         return None
 
 
-def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
+def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
     gate = _gate()
     insp = gate.Inspection.from_dict(sub.inspection)
     with session_scope(runner.url) as s:
@@ -280,10 +221,10 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples = list(result.samples or [])
 
-    def save(session):
+    def save(session: Session) -> None:
         policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
         session.add(
-            Verdict(
+            VerdictRecord(
                 submission_id=sub.id, decision=decision, reasons=list(verdict.get("reasons") or []),
                 policy_name=sub.policy_name, policy_id=policy_id, report=report,
             )
@@ -304,14 +245,14 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage):
         "review_state": ReviewState.PENDING.value if decision == Decision.REVIEW else None,
         "progress_message": f"verdict: {decision}",
     }
-    return S.DONE, values, save
+    return StageOutcome(S.DONE, values, save)
 
 
 def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None:
     """The policy a verdict used, stored once per (name, content hash)."""
     if not content_hash:
         return None
-    row = session.scalar(select(Policy).where(Policy.name == name, Policy.content_hash == content_hash))
+    row = session.scalar(select(PolicyRecord).where(PolicyRecord.name == name, PolicyRecord.content_hash == content_hash))
     if row is None:
         try:
             from evaluation.policy import load_policy
@@ -322,11 +263,11 @@ def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None
             body = {}
         try:
             with session.begin_nested():
-                row = Policy(name=name, content_hash=content_hash, body=body if isinstance(body, dict) else {})
+                row = PolicyRecord(name=name, content_hash=content_hash, body=body if isinstance(body, dict) else {})
                 session.add(row)
                 session.flush()
         except Exception:  # a concurrent decide stored it first
-            row = session.scalar(select(Policy).where(Policy.name == name, Policy.content_hash == content_hash))
+            row = session.scalar(select(PolicyRecord).where(PolicyRecord.name == name, PolicyRecord.content_hash == content_hash))
     return row.id if row is not None else None
 
 
@@ -336,12 +277,12 @@ def _register_db_bases(url: str) -> None:
         import dataclasses
 
         from evaluation.bases import BaseSpec, list_bases, register_base
-        from models import BaseModel
+        from models import BaseModelRecord
 
         known = {b.name for b in list_bases()}
         fields = {f.name for f in dataclasses.fields(BaseSpec)}
         with session_scope(url) as s:
-            for row in s.scalars(select(BaseModel).where(BaseModel.enabled.is_(True))):
+            for row in s.scalars(select(BaseModelRecord).where(BaseModelRecord.enabled.is_(True))):
                 if row.name not in known:
                     extra = {k: v for k, v in (row.config or {}).items() if k in fields}
                     register_base(BaseSpec(name=row.name, description=row.description, source=row.source, **extra))
@@ -349,7 +290,7 @@ def _register_db_bases(url: str) -> None:
         log.warning("could not register the database's bases: %s", e)
 
 
-STAGES = {
+STAGES: dict[Stage, Callable[[StageRunner, Submission, Storage], StageOutcome]] = {
     Stage.INSPECT: _stage_inspect,
     Stage.FINETUNE: _stage_finetune,
     Stage.EVALUATE: _stage_evaluate,
@@ -360,7 +301,7 @@ NEXT_STAGE = {S.FINETUNING: Stage.FINETUNE, S.EVALUATING: Stage.EVALUATE, S.DECI
 
 def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings: Settings | None = None) -> str:
     """Run one stage of one submission. Returns what happened (for logs and tests)."""
-    settings = settings or _settings()
+    settings = settings or worker_settings()
     url = settings.resolved_database_url
     worker = worker_name()
     storage = Storage(settings.resolved_storage_dir)
@@ -379,7 +320,7 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
     runner = StageRunner(settings, c, sub.kind, worker)
     try:
         with runner:
-            nxt, values, save = STAGES[stage](runner, sub, storage)
+            outcome = STAGES[stage](runner, sub, storage)
             runner.check()
     except ClaimLost as e:
         with session_scope(url) as s:
@@ -412,15 +353,18 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
         return "failed"
 
     with session_scope(url) as s:
-        ok = lifecycle.complete_stage(s, c, nxt, worker=worker, values=values, kind=sub.kind)
+        ok = lifecycle.complete_stage(s, c, outcome.next_status, worker=worker, values=outcome.values,
+                                      kind=sub.kind)
         if not ok:
             s.rollback()
             lifecycle.abandon(s, c, "the claim was taken away before the result was saved; result discarded")
             return "abandoned"
-        save(s)
+        if outcome.save is not None:
+            outcome.save(s)
+    nxt = outcome.next_status
     log.info("%s %s: -> %s", stage.value, submission_id, nxt.value)
     if nxt in NEXT_STAGE:
-        _enqueue_after_commit(settings, submission_id, NEXT_STAGE[nxt])
+        enqueue_after_commit(settings, submission_id, NEXT_STAGE[nxt])
     return nxt.value
 
 
@@ -438,7 +382,9 @@ def without_internal_paths(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-_TASK_OPTS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": 5}
+# shared=False: registered on the worker's app only; a sender's app (services.queue.make_celery) made later
+# in the same process must stay without tasks (a shared task is added to every app created after it).
+_TASK_OPTS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": 5, "shared": False}
 
 
 @celery_app.task(name=TASK_NAMES[Stage.INSPECT], **_TASK_OPTS)
@@ -461,75 +407,4 @@ def decide_task(self, submission_id: str) -> str:
     return execute_stage(self, Stage.DECIDE, submission_id)
 
 
-def reap_once(settings: Settings | None = None, *, actor: str = "reaper") -> lifecycle.ReapResult:
-    """Release or fail stale jobs and re-enqueue the lost ones (see services.submissions.reap)."""
-    settings = settings or _settings()
-    with session_scope(settings.resolved_database_url) as s:
-        res = lifecycle.reap(
-            s, lost_worker_seconds=settings.lost_worker_seconds, stale_job_seconds=settings.stale_job_seconds,
-            max_attempts=settings.max_stage_attempts, actor=actor,
-        )
-    for sub_id, stage in res.requeue:
-        _enqueue_after_commit(settings, sub_id, stage)
-    if res.requeue or res.failed:
-        log.warning("reaper: requeued %s, failed %s", [i for i, _ in res.requeue], res.failed)
-    return res
-
-
-def expire_once(settings: Settings | None = None, *, actor: str = "retention") -> RetentionResult:
-    """Delete the files of submissions finished longer ago than the retention period (services.retention)."""
-    settings = settings or _settings()
-    with session_scope(settings.resolved_database_url) as s:
-        res = expire_artifacts(s, Storage(settings.resolved_storage_dir),
-                               retention_days=settings.artifact_retention_days, actor=actor)
-    if res.expired:
-        log.info("retention: expired %d submissions, %d files, %d bytes", len(res.expired), res.files_deleted,
-                 res.bytes_freed)
-    return res
-
-
-def housekeeping_pass() -> tuple[lifecycle.ReapResult, RetentionResult]:
-    """What each worker's reaper does every interval: stale jobs, then expired files."""
-    name = worker_name()
-    return reap_once(actor=f"reaper:{name}"), expire_once(actor=f"retention:{name}")
-
-
-@celery_app.task(name=REAP_TASK, bind=True, acks_late=True)
-def reap_task(self) -> dict:
-    res, expired = housekeeping_pass()
-    return {"requeued": [i for i, _ in res.requeue], "failed": res.failed, "expired": expired.expired}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# worker lifecycle: a reaper thread in every worker (first pass at start), fresh connections after fork
-_reaper_stop = threading.Event()
-
-
-def _reaper_loop(interval: float) -> None:
-    while True:
-        try:
-            housekeeping_pass()
-        except Exception as e:
-            log.warning("reaper pass failed: %s", e)
-        if _reaper_stop.wait(interval):
-            return
-
-
-@worker_ready.connect
-def _start_reaper(**_kw) -> None:
-    interval = _settings().reaper_interval_seconds
-    if interval > 0:
-        threading.Thread(target=_reaper_loop, args=(interval,), name="ftgate-reaper", daemon=True).start()
-
-
-@worker_shutdown.connect
-def _stop_reaper(**_kw) -> None:
-    _reaper_stop.set()
-
-
-@worker_process_init.connect
-def _after_fork(**_kw) -> None:
-    dispose_engines()
-
-
-__all__ = ["ClaimLost", "Retry", "execute_stage", "expire_once", "reap_once"]
+__all__ = ["ClaimLost", "Retry", "StageOutcome", "execute_stage", "without_internal_paths"]

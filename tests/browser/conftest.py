@@ -60,7 +60,7 @@ class Server:
         ``decision`` routes the same report to another automatic verdict (e.g. review, for the queue)."""
         from sqlalchemy import select
 
-        from models import Sample, Submission, User, Verdict, utcnow
+        from models import Sample, Submission, User, VerdictRecord, utcnow
         from services import submissions as lifecycle
         from services.auth import principal_of
         from services.db import session_scope
@@ -92,7 +92,7 @@ class Server:
             )
             lifecycle.audit(s, "status", actor="worker:fixture", submission_id=sub.id, from_status="queued",
                             to_status="done", details={"note": "inserted from a saved ftgate check report"})
-            s.add(Verdict(submission_id=sub.id, decision=d, reasons=report["verdict"].get("reasons") or [],
+            s.add(VerdictRecord(submission_id=sub.id, decision=d, reasons=report["verdict"].get("reasons") or [],
                           policy_name=report["verdict"].get("policy") or "default", report=report))
             for smp in samples:
                 s.add(Sample(submission_id=sub.id, suite=str(smp.get("suite", "")), item_id=str(smp.get("item_id", "")),

@@ -102,11 +102,11 @@ def test_worker_killed_mid_evaluation_then_benign_adapter_is_approved(service, a
 
     from sqlalchemy import func, select
 
-    from models import EvaluationRun, Verdict
+    from models import EvaluationRun, VerdictRecord
     from services.db import session_factory
 
     with session_factory(pg_url)() as s:
-        assert s.scalar(select(func.count()).select_from(Verdict).where(Verdict.submission_id == sid)) == 1
+        assert s.scalar(select(func.count()).select_from(VerdictRecord).where(VerdictRecord.submission_id == sid)) == 1
         assert s.scalar(select(func.count()).select_from(EvaluationRun).where(EvaluationRun.submission_id == sid)) == 1
     events = httpx.get(f"{svc.url}{API}/submissions/{sid}/events", headers={"Authorization": f"Bearer {svc.submitter}"},
                        timeout=10).json()["items"]

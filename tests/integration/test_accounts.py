@@ -285,7 +285,7 @@ def finished_submission(client, headers, db, seed: str) -> str:
     import io
     import zipfile
 
-    from models import Submission, Verdict
+    from models import Submission, VerdictRecord
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -296,7 +296,7 @@ def finished_submission(client, headers, db, seed: str) -> str:
     sid = r.json()["id"]
     row = db.get(Submission, sid)
     row.status, row.decision, row.review_state = "done", "review", "pending"
-    db.add(Verdict(submission_id=sid, decision="review", reasons=["close"], policy_name="default", report={}))
+    db.add(VerdictRecord(submission_id=sid, decision="review", reasons=["close"], policy_name="default", report={}))
     db.commit()
     return sid
 

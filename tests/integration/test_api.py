@@ -159,12 +159,12 @@ def test_cancel_and_review_rules(client, make_user, db):
     assert r.status_code == 409 and r.json()["code"] == "already_finished"
 
     # a finished submission with an automatic "review" verdict
-    from models import Submission, Verdict
+    from models import Submission, VerdictRecord
 
     sid2 = upload(client, sub_h, adapter_zip("2")).json()["id"]
     row = db.get(Submission, sid2)
     row.status, row.decision, row.review_state = "done", "review", "pending"
-    db.add(Verdict(submission_id=sid2, decision="review", reasons=["close to the limit"], policy_name="default",
+    db.add(VerdictRecord(submission_id=sid2, decision="review", reasons=["close to the limit"], policy_name="default",
                    report={"verdict": {"decision": "review"}, "metrics": {"asr": {}}}))
     db.commit()
     r = client.post(f"{API}/submissions/{sid2}/review", headers=rev_h, json={"decision": "block", "reason": "  "})
@@ -312,7 +312,7 @@ def test_answers_through_the_response_models_are_the_views_byte_for_byte(client,
     """The response models describe the JSON the routes sent before them; going through them changes no
     byte: no field added, dropped, renamed, reordered or reformatted (the CLI and docs/api.md rely on it)."""
     from api.views import submission_detail, submission_summary, token_view, user_view
-    from models import ApiToken, StageRun, Submission, User, Verdict
+    from models import ApiToken, StageRun, Submission, User, VerdictRecord
 
     _, _, sub_h = make_user("submitter")
     _, _, rev_h = make_user("reviewer", org="provider")
@@ -327,7 +327,7 @@ def test_answers_through_the_response_models_are_the_views_byte_for_byte(client,
     row.inspection = {"findings": [{"severity": "info", "code": "ignored_files", "message": "README.md ignored"}]}
     db.add(StageRun(submission_id=done, stage="inspect", attempt=1, claim_token="c" * 32, status="succeeded",
                     worker="cpu@host", started_at=row.created_at, finished_at=row.created_at))
-    db.add(Verdict(submission_id=done, decision="review", reasons=["close to the limit"], policy_name="default",
+    db.add(VerdictRecord(submission_id=done, decision="review", reasons=["close to the limit"], policy_name="default",
                    report={"verdict": {"decision": "review"}, "metrics": {"asr": {"delta": {"value": 0.05}}}}))
     db.commit()
     r = client.post(f"{API}/submissions/{done}/review", headers=rev_h, json={"decision": "block", "reason": "ünsafe"})

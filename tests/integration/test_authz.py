@@ -18,11 +18,11 @@ def world(client, make_user, db):
     _, _, reviewer = make_user("reviewer", org="provider")
     _, _, admin = make_user("admin", org="provider")
     sid = upload(client, acme, adapter_zip("w")).json()["id"]
-    from models import Submission, Verdict
+    from models import Submission, VerdictRecord
 
     row = db.get(Submission, sid)
     row.status, row.decision, row.review_state = "done", "review", "pending"
-    db.add(Verdict(submission_id=sid, decision="review", reasons=[], policy_name="default", report={"verdict": {}}))
+    db.add(VerdictRecord(submission_id=sid, decision="review", reasons=[], policy_name="default", report={"verdict": {}}))
     db.commit()
     return {"acme": acme, "acme2": acme2, "other": other, "reviewer": reviewer, "admin": admin, "sid": sid}
 

@@ -29,13 +29,13 @@ def live_server(app):
 def _finish(url: str, sub_id: str, decision: str, delay: float = 0.5):
     def run():
         time.sleep(delay)
-        from models import Submission, Verdict
+        from models import Submission, VerdictRecord
         from services.db import session_scope
 
         with session_scope(url) as s:
             row = s.get(Submission, sub_id)
             row.status, row.decision, row.progress = "done", decision, 100.0
-            s.add(Verdict(submission_id=sub_id, decision=decision, reasons=["ASR rose by 40 points"],
+            s.add(VerdictRecord(submission_id=sub_id, decision=decision, reasons=["ASR rose by 40 points"],
                           policy_name="default", report={"verdict": {"decision": decision,
                                                                      "reasons": ["ASR rose by 40 points"]}}))
 

@@ -161,7 +161,7 @@ def test_retention_deletes_old_files_keeps_records_and_shared_files(service_sett
 
 
 def test_the_reaper_pass_runs_retention_with_the_settings(service_settings, make_user, db):
-    from tasks.pipeline import expire_once
+    from tasks.housekeeping import expire_once
 
     _, _, h = make_user()
     with _client(service_settings) as c:

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from evaluation.adapters import adapter_fingerprint
-from models import EvaluationRun, Sample, Stage, StageRun, Submission, Verdict
+from models import EvaluationRun, Sample, Stage, StageRun, Submission, VerdictRecord
 from services import submissions as lc
 from services.auth import Principal, create_user
 from services.db import session_scope
 from services.storage import Storage
-from tasks import pipeline
+from tasks import housekeeping, pipeline
 from tests.integration.test_api import adapter_zip
 
 pytestmark = pytest.mark.integration
@@ -178,7 +178,7 @@ def test_adapter_runs_inspect_evaluate_decide(service_settings, gate, submit, re
     sub = db.get(Submission, sid)
     assert sub.status == "done" and sub.decision == "approve" and sub.progress == 100 and sub.review_state is None
     assert sub.claim_token is None and sub.finished_at is not None
-    assert db.scalar(select(func.count()).select_from(Verdict).where(Verdict.submission_id == sid)) == 1
+    assert db.scalar(select(func.count()).select_from(VerdictRecord).where(VerdictRecord.submission_id == sid)) == 1
     assert db.scalar(select(func.count()).select_from(Sample).where(Sample.submission_id == sid)) == 1
     ev = db.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sid))
     assert ev.metrics == {"asr": {"delta": {"value": 0.0}}}
@@ -349,7 +349,7 @@ def test_reap_once_requeues_a_lost_stage(service_settings, gate, submit, redis_c
         lc.claim(s, sid, Stage.EVALUATE, worker="dead", task_id=None, lost_worker_seconds=60)
         s.execute(Submission.__table__.update().where(Submission.id == sid)
                   .values(heartbeat_at=utcnow() - timedelta(seconds=service_settings.lost_worker_seconds + 5)))
-    res = pipeline.reap_once(service_settings)
+    res = housekeeping.reap_once(service_settings)
     assert res.requeue == [(sid, Stage.EVALUATE)]
     assert _queued(redis_client, "gpu") == [("ftgate.evaluate", sid)]
     assert pipeline.execute_stage(None, Stage.EVALUATE, sid, service_settings) == "deciding"

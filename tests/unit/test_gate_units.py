@@ -211,7 +211,7 @@ def test_evaluate_candidate_picks_the_control_recipe(monkeypatch):
     assert asked == [(37, custom), (gate.ADAPTER_CONTROL_EXAMPLES, TrainingConfig())]
 
 
-def test_control_key_follows_the_judges_fingerprint_and_everything_else():
+def test_control_key_follows_the_judges_fingerprint_and_everything_else(monkeypatch):
     from dataclasses import replace
 
     from evaluation.finetune import TrainingConfig
@@ -229,4 +229,8 @@ def test_control_key_follows_the_judges_fingerprint_and_everything_else():
         control_key(*args[:5], replace(DecodingConfig(), max_new_tokens=8), args[6]),
         control_key(*args[:6], {"harm": "h2"}),
     ]
+    from evaluation import scoring
+
+    monkeypatch.setattr(scoring, "code_version", lambda: "edited-code")  # the evaluation code changed
+    variants.append(control_key(*args))
     assert len({key, *variants}) == len(variants) + 1

@@ -13,10 +13,13 @@ import pytest
 from evaluation.generation import DecodingConfig
 from evaluation.judges import COMPLIANCE, OTHER, REFUSAL
 from evaluation.scoring import (
+    EVALUATION_DIR,
     ResultsCache,
+    code_version,
     flipped_examples,
     paired_metrics,
     samples,
+    source_fingerprint,
     teacher_forced_knowledge,
 )
 from evaluation.suites import HarmPrompt, QAItem, SafePrompt, Suite, suite_hash
@@ -188,6 +191,33 @@ def test_base_results_cache_key_covers_everything_that_determines_the_outputs():
     assert len({k, *variants}) == len(variants) + 1
 
 
+def test_results_cache_key_follows_the_evaluation_code(monkeypatch):
+    """Cached results are never served to other code: the key holds the evaluation package's source hash."""
+    from evaluation import scoring
+
+    assert code_version() == source_fingerprint(EVALUATION_DIR) == code_version()  # once per process
+    key = ResultsCache.key("fp", SUITES, JUDGE, DecodingConfig(), "bf16")
+    monkeypatch.setattr(scoring, "code_version", lambda: "edited-code")
+    assert ResultsCache.key("fp", SUITES, JUDGE, DecodingConfig(), "bf16") != key
+
+
+def test_source_fingerprint_changes_with_any_python_source_and_only_those(tmp_path):
+    (tmp_path / "judges").mkdir()
+    (tmp_path / "gate.py").write_text("X = 1\n")
+    (tmp_path / "judges" / "__init__.py").write_text("")  # a subpackage counts too
+    first = source_fingerprint(tmp_path)
+    assert source_fingerprint(tmp_path) == first
+    (tmp_path / "judges" / "__pycache__").mkdir()
+    (tmp_path / "judges" / "__pycache__" / "x.pyc").write_bytes(b"compiled")
+    (tmp_path / "notes.md").write_text("prose")
+    assert source_fingerprint(tmp_path) == first
+    (tmp_path / "judges" / "__init__.py").write_text("Y = 2\n")
+    edited = source_fingerprint(tmp_path)
+    assert edited != first
+    (tmp_path / "judges" / "__init__.py").rename(tmp_path / "judges" / "core.py")  # same bytes, other module
+    assert source_fingerprint(tmp_path) not in (first, edited)
+
+
 def test_base_results_cache_torn_file_is_a_miss(tmp_path):
     cache = ResultsCache(tmp_path)
     key = "abc"
@@ -200,21 +230,23 @@ def test_base_results_cache_torn_file_is_a_miss(tmp_path):
 
 
 def test_base_results_cache_concurrent_puts_of_the_same_key(tmp_path, monkeypatch):
-    from pathlib import Path
+    import os
 
     cache, other = ResultsCache(tmp_path), ResultsCache(tmp_path)
-    real_replace = Path.replace
+    real_replace = os.replace
     state = {"interleaved": False}
 
-    def replace_after_the_other_worker(self, target):
+    def replace_after_the_other_worker(src, dst):
         if not state["interleaved"]:  # the other worker writes and renames between our write and our rename
             state["interleaved"] = True
             other.put("k", {"from": "other"})
-        return real_replace(self, target)
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(Path, "replace", replace_after_the_other_worker)
+    monkeypatch.setattr(os, "replace", replace_after_the_other_worker)
     cache.put("k", {"from": "this"})
-    assert cache.get("k") in ({"from": "this"}, {"from": "other"})
+    assert state["interleaved"]
+    assert cache.get("k") == {"from": "this"}  # each writer renamed its own whole file: the last one stays
+    assert [p.name for p in tmp_path.iterdir()] == ["k.json"]
 
 
 # ------------------------------------------------------------------------------------- teacher-forced drift

@@ -1,0 +1,111 @@
+"""The gate end to end on a tiny random Llama registered as an operator base (FTGATE_BASES_FILE).
+
+Real fine-tunes, real default suites, real caches: a dataset is inspected, fine-tuned and evaluated against
+its base and the benign control (evaluate_candidate: evaluate_submission, then benign_control and
+add_control); the results caches are hit on a second run and missed once the evaluation code changes;
+and `ftgate check --sweep` fine-tunes every learning rate x step count and keeps the worst. The keyword
+judge, 8-token answers and a few LoRA steps keep it to seconds (the e2e tier does the same on SmolLM2).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+from pathlib import Path
+
+import pytest
+
+from evaluation.finetune import TrainingConfig
+from tests.helpers.tiny import save_tiny_base, torch_threads
+
+BASE = "tiny-test-base"
+DATASET = Path(__file__).resolve().parents[1] / "fixtures" / "datasets" / "chat.jsonl"
+# A few cheap steps (plain AdamW: no bitsandbytes kernels needed) keep every fine-tune under a second.
+RECIPE = {"steps": 2, "rank": 4, "alpha": 8, "batch_size": 4, "optimizer": "adamw"}
+
+
+@pytest.fixture(scope="module")
+def tiny_gate(tmp_path_factory):
+    """Settings for this module: the tiny base registered, a fresh cache, fp32, the keyword judge and short
+    answers (the keyword judge labels no answer 'other', so no second window is read)."""
+    from evaluation.bases import evict_base
+    from ftgate.settings import get_settings
+
+    root = tmp_path_factory.mktemp("tiny-gate")
+    base_dir = save_tiny_base(root / "base", hidden_size=64)
+    bases_file = root / "bases.toml"
+    bases_file.write_text(f'[[base]]\nname = "{BASE}"\npath = {json.dumps(str(base_dir))}\n')
+    with pytest.MonkeyPatch.context() as mp, torch_threads(1):
+        for key, value in {"CACHE_DIR": root / "cache", "BASES_FILE": bases_file, "DTYPE": "float32",
+                           "DEFAULT_JUDGE": "keyword", "MAX_NEW_TOKENS": 8, "EXTENDED_MAX_NEW_TOKENS": 0}.items():
+            mp.setenv(f"FTGATE_{key}", str(value))
+        get_settings.cache_clear()
+        try:
+            yield root / "cache"
+        finally:
+            evict_base(BASE)
+            get_settings.cache_clear()
+
+
+def test_a_fine_tuned_dataset_is_measured_against_its_base_and_the_benign_control(tiny_gate, tmp_path, monkeypatch):
+    from evaluation import gate, scoring
+    from evaluation.files import weights_fingerprint
+
+    cfg = TrainingConfig.from_overrides(RECIPE)
+    insp = gate.inspect_submission(DATASET, "dataset", BASE, workdir=tmp_path / "work")
+    assert insp.early_verdict is None and insp.n_examples == 3
+    adapter = gate.finetune_submission(insp, BASE, cfg)
+    ev = gate.evaluate_candidate(insp, BASE, adapter, cfg)
+
+    assert ev.base["name"] == BASE and ev.base["fingerprint"] == weights_fingerprint(Path(tiny_gate).parent / "base")
+    assert ev.judge["name"] == "keyword"
+    assert ev.cache["base_results"] == "miss" and ev.cache["candidate_results"] == "miss"
+    n_harm = ev.suites["harm"]["size"]
+    assert ev.metrics["asr"]["delta"]["n"] == n_harm
+    assert ev.metrics["kl"]["n_tokens"] > 0
+    # the control: a benign fine-tune of the same recipe on 16 pool examples, paired prompt by prompt
+    assert set(ev.metrics["control_asr_delta"]) >= {"value", "lo", "hi"}
+    assert ev.metrics["asr_vs_control"]["delta"]["n"] == n_harm
+    assert ev.metrics["asr_by_category_vs_control"].keys() == ev.metrics["asr_by_category"].keys()
+    (control,) = (tiny_gate / "controls").glob("*.json")
+    assert json.loads(control.read_text())["size"] == 16
+    assert len(list((tiny_gate / "finetunes").iterdir())) == 2  # the candidate's fine-tune and the control's
+
+    report = gate.decide_submission(insp, ev, "default", training=cfg).report
+    assert report["verdict"]["decision"] in ("approve", "review", "block")
+    assert report["metrics"]["asr_vs_control"] == ev.metrics["asr_vs_control"]
+    assert report["training"]["steps"] == 2
+
+    # Checked again: both models' outputs and the control come from the caches, with the same numbers.
+    again = gate.evaluate_candidate(insp, BASE, adapter, cfg)
+    assert again.cache["base_results"] == "hit" and again.cache["candidate_results"] == "hit"
+    assert again.metrics == ev.metrics
+
+    # Today's evaluation code is another: nothing cached before is served, the control is measured again.
+    monkeypatch.setattr(scoring, "code_version", lambda: "edited-evaluation-code")
+    edited = gate.evaluate_candidate(insp, BASE, adapter, cfg)
+    assert edited.cache["base_results"] == "miss" and edited.cache["candidate_results"] == "miss"
+    assert len(list((tiny_gate / "controls").glob("*.json"))) == 2
+    assert edited.metrics == ev.metrics  # the "edit" changed no code that runs: the same numbers
+
+
+def test_check_sweep_fine_tunes_every_rate_and_step_count_and_reports_the_worst(tiny_gate, tmp_path):
+    from ftgate.cli import EXIT, main
+
+    out = tmp_path / "report.json"
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in RECIPE.items() if key != "steps"]
+    code = main(["check", str(DATASET), "--base", BASE, "--sweep", "--sweep-lr", "1e-3,5e-3", "--sweep-steps", "1,2",
+                 *options, "--format", "json", "--out", str(out), "--quiet"])
+    report = json.loads(out.read_text())
+
+    assert code == EXIT[report["verdict"]["decision"]]
+    tried = [(run["training"]["lr"], run["training"]["steps"]) for run in report["sweep"]]
+    assert tried == list(product([1e-3, 5e-3], [1, 2]))
+    for run in report["sweep"]:
+        assert run["training"]["rank"] == 4 and run["training"]["optimizer"] == "adamw"
+        assert run["decision"] in ("approve", "review", "block")
+    worst = max(report["sweep"], key=lambda run: run["asr_delta"])
+    assert report["metrics"]["asr"]["delta"]["value"] == worst["asr_delta"]
+    assert (report["training"]["lr"], report["training"]["steps"]) in tried
+    assert report["base"]["name"] == BASE and report["judge"]["name"] == "keyword"
+    assert "control_asr_delta" in report["metrics"]
