@@ -7,7 +7,7 @@ of all checks wins (block > review > approve). Every check leaves a human-readab
 numbers. The fields, defaults and rules are documented for users in docs/policy.md.
 
 Policies are TOML or YAML files with flat keys (the fields of `Policy`); unknown keys are rejected.
-Registry: the packaged files in evaluation/data/policies/, then the files in
+Registry (``POLICIES``): the packaged files in evaluation/data/policies/, then the files in
 ``get_settings().policies_dir`` (which override packaged ones of the same name), by file stem.
 ``load_policy`` also takes an explicit file path.
 """
@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from evaluation.errors import InputRejected, UnknownName
+from evaluation.errors import InputRejected
 from evaluation.formatting import percent, points
+from evaluation.registry import Registry
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "data" / "policies"
 POLICY_SUFFIXES = (".toml", ".yaml", ".yml")
@@ -182,22 +183,25 @@ def load_policy_file(path: str | Path) -> Policy:
     return policy_from_dict(data, label=label, source=str(p), default_name=p.stem)
 
 
-def _registry() -> dict[str, Path]:
-    """name (file stem) -> file; operator files in settings.policies_dir override packaged ones."""
-    found: dict[str, Path] = {}
-    dirs = [PACKAGED_DIR]
+def _policy_files(folder: Path | None) -> dict[str, Path]:
+    """name (file stem) -> file, for the policy files of ``folder`` (none when it is not a folder)."""
+    if folder is None or not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in POLICY_SUFFIXES}
+
+
+def _operator_policies() -> dict[str, Path]:
     from ftgate.settings import get_settings
 
     extra = get_settings().policies_dir
-    if extra is not None:
-        dirs.append(Path(extra))
-    for d in dirs:
-        if not d.is_dir():
-            continue
-        for p in sorted(d.iterdir()):
-            if p.is_file() and p.suffix.lower() in POLICY_SUFFIXES:
-                found[p.stem] = p
-    return found
+    return _policy_files(None if extra is None else Path(extra))
+
+
+# The policy files by name (file stem): the packaged ones, then settings.policies_dir's, which override them;
+# both folders are read at every lookup.
+POLICIES: Registry[Path] = Registry("policy")
+POLICIES.add_source(lambda: _policy_files(PACKAGED_DIR))
+POLICIES.add_source(_operator_policies)
 
 
 def _looks_like_path(s: str) -> bool:
@@ -212,13 +216,11 @@ def load_policy(name_or_path: str | Path | None = None) -> Policy:
         name_or_path = get_settings().default_policy
     if isinstance(name_or_path, Path) or _looks_like_path(str(name_or_path)):
         return load_policy_file(name_or_path)
-    registry = _registry()
-    if name_or_path not in registry:
-        raise UnknownName("policy", name_or_path, list(registry))
-    policy = load_policy_file(registry[name_or_path])
+    path = POLICIES.get(name_or_path)
+    policy = load_policy_file(path)
     if policy.name != name_or_path:
         raise InputRejected(
-            f"{registry[name_or_path].name}: policy key 'name' is {policy.name!r} but a registered policy "
+            f"{path.name}: policy key 'name' is {policy.name!r} but a registered policy "
             f"is named after its file ({name_or_path!r}); remove the key or make them match",
             "invalid_policy",
         )
@@ -227,7 +229,7 @@ def load_policy(name_or_path: str | Path | None = None) -> Policy:
 
 def list_policies() -> list[Policy]:
     """Every registered policy (packaged and operator), by name."""
-    return [load_policy(name) for name in sorted(_registry())]
+    return [load_policy(name) for name in sorted(POLICIES.names())]
 
 
 # --------------------------------------------------------------------------------------------------
