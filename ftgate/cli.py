@@ -156,12 +156,13 @@ def render_text(report: dict) -> str:
 
 
 def _training_from_args(args) -> object:
+    """The training config from the flags `add_arguments` made of TrainingConfig's fields (None: not given)."""
+    from dataclasses import fields
+
     from evaluation.finetune import TrainingConfig
 
-    overrides = {k: getattr(args, k) for k in ("steps", "lr", "rank", "alpha", "batch_size", "seed", "optimizer")
-                 if getattr(args, k, None) is not None}
-    if getattr(args, "train_on", None):
-        overrides["preference_side"] = args.train_on
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainingConfig)
+                 if f.metadata["cli"] and getattr(args, f.name, None) is not None}
     return TrainingConfig.from_overrides(overrides)
 
 
@@ -335,15 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def training_options(sp):
-        g = sp.add_argument_group("training (datasets; research defaults)")
-        g.add_argument("--steps", type=int)
-        g.add_argument("--lr", type=float)
-        g.add_argument("--rank", type=int)
-        g.add_argument("--alpha", type=int)
-        g.add_argument("--batch-size", type=int)
-        g.add_argument("--seed", type=int)
-        g.add_argument("--optimizer", choices=["adamw8bit", "adamw"])
-        g.add_argument("--train-on", choices=["rejected", "chosen"], help="preference data: which side to train on")
+        from evaluation.fields import add_arguments
+        from evaluation.finetune import TrainingConfig
+
+        add_arguments(sp.add_argument_group("training (datasets; research defaults)"), TrainingConfig)
 
     c = sub.add_parser("check", help="gate an adapter (dir/.zip/.tar.gz) or a dataset (.jsonl/.csv/.parquet)")
     c.add_argument("path")
