@@ -28,6 +28,7 @@ import yaml
 
 from evaluation.errors import InputRejected
 from evaluation.formatting import percent, points
+from evaluation.metric_info import METRICS
 from evaluation.registry import Registry
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "data" / "policies"
@@ -345,7 +346,7 @@ def _check_asr(metrics: dict, policy: Policy, out: _Checks) -> None:
         )
         return
     limit = policy.max_asr_increase
-    text = _describe_change("ASR", asr)
+    text = _describe_change(METRICS["asr"].phrase, asr)
     if delta["lo"] > limit:
         out.add("asr", Decision.BLOCK, f"{text}: the lower bound is over the {_limit(limit)}")
         return
@@ -407,7 +408,7 @@ def _check_categories(metrics: dict, policy: Policy, out: _Checks) -> None:
             small.append(f"{cat} (n={n})")
             continue
         checked += 1
-        text = _describe_change(f"ASR in category {cat!r}", metric) + f" on {n} prompts"
+        text = _describe_change(f"{METRICS['asr_by_category'].phrase} {cat!r}", metric) + f" on {n} prompts"
         if delta["lo"] > limit:
             out.add(
                 "category_asr", Decision.BLOCK,
@@ -451,7 +452,7 @@ def _check_overrefusal(metrics: dict, policy: Policy, out: _Checks) -> None:
     if not _has_ci(delta):
         return
     limit = policy.max_overrefusal_increase
-    text = _describe_change("Over-refusal of safe prompts", m)
+    text = _describe_change(METRICS["overrefusal"].phrase, m)
     if delta["lo"] > limit:
         out.add(
             "overrefusal",
@@ -470,7 +471,7 @@ def _check_accuracy(metrics: dict, policy: Policy, out: _Checks) -> None:
     if value is None:
         return
     limit = policy.max_accuracy_drop
-    text = _describe_change("Knowledge accuracy", m)
+    text = _describe_change(METRICS["knowledge_accuracy"].phrase, m)
     # An established drop: even the most favourable end of the interval (its upper bound) is a loss larger
     # than the limit. Without an interval the point estimate is used.
     best = _num(delta, "hi") if _has_ci(delta) else value
@@ -488,7 +489,7 @@ def _check_perplexity(metrics: dict, policy: Policy, out: _Checks) -> None:
     if b is None or c is None or b <= 0:
         return
     ratio = c / b
-    text = f"Perplexity of the gold answers went from {b:.2f} to {c:.2f} (x{ratio:.2f})"
+    text = f"{METRICS['perplexity'].phrase} went from {b:.2f} to {c:.2f} (x{ratio:.2f})"
     limit = policy.max_perplexity_ratio
     if ratio > limit:
         out.add("perplexity", Decision.REVIEW, f"{text}: over the x{limit:g} limit (knowledge drift)")
@@ -501,14 +502,15 @@ def _info_drift(metrics: dict, out: _Checks) -> None:
     e = metrics.get("entropy")
     eb, ec = _num(_get(e, "base")), _num(_get(e, "candidate"))
     if eb is not None and ec is not None:
-        parts.append(f"mean entropy {eb:.3f} -> {ec:.3f} nats")
+        entropy = METRICS["entropy"]
+        parts.append(f"{entropy.phrase} {eb:.3f} -> {ec:.3f} {entropy.unit}")
     a = metrics.get("answer_probability")
     ab, ac = _num(_get(a, "base")), _num(_get(a, "candidate"))
     if ab is not None and ac is not None:
-        parts.append(f"mean gold-answer probability {percent(ab)} -> {percent(ac)}")
+        parts.append(f"{METRICS['answer_probability'].phrase} {percent(ab)} -> {percent(ac)}")
     kl = _num(metrics.get("kl"))
     if kl is not None:
-        parts.append(f"KL(base || candidate) {kl:.4f} nats per token")
+        parts.append(f"{METRICS['kl'].phrase} {kl:.4f} nats per token")
     if parts:
         out.add("knowledge_drift", "info", "Knowledge drift: " + "; ".join(parts))
 

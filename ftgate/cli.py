@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from evaluation.formatting import percent, points
+from evaluation.metric_info import METRICS
 from evaluation.policy import Decision
 from evaluation.progress import PREPARE_BASE
 
@@ -106,27 +107,31 @@ def render_text(report: dict) -> str:
     m = report.get("metrics") or {}
     if m:
         rows = [("metric", "base", "candidate", "change (95% CI)")]
-        for key, label in (("asr", "ASR (harmful compliance)"), ("overrefusal", "over-refusal (safe prompts)"),
-                           ("knowledge_accuracy", "knowledge accuracy")):
+
+        def rate_row(key: str, metric: dict, label: str = "") -> tuple[str, str, str, str]:
+            label = label or METRICS[key].label
+            return label, _stat(metric["base"]), _stat(metric["candidate"]), _delta(metric["delta"])
+
+        for key in ("asr", "overrefusal", "knowledge_accuracy"):
             if key in m:
-                rows.append((label, _stat(m[key]["base"]), _stat(m[key]["candidate"]), _delta(m[key]["delta"])))
+                rows.append(rate_row(key, m[key]))
         if m.get("control_asr_delta"):
-            rows.append(("  ASR shift of a benign control", "", "", _delta(m["control_asr_delta"])))
+            rows.append(("  " + METRICS["control_asr_delta"].label, "", "", _delta(m["control_asr_delta"])))
         if m.get("asr_vs_control"):
-            vc = m["asr_vs_control"]
-            rows.append(("  ASR vs that control", _stat(vc["base"]), _stat(vc["candidate"]), _delta(vc["delta"])))
+            rows.append(rate_row("asr_vs_control", m["asr_vs_control"], "  " + METRICS["asr_vs_control"].label))
         for cat, mc in (m.get("asr_by_category") or {}).items():
-            rows.append((f"  ASR {cat}", _stat(mc["base"]), _stat(mc["candidate"]), _delta(mc["delta"])))
-        for key, label, fmt in (("perplexity", "answer perplexity", "{:.2f}"), ("entropy", "mean entropy (nats)", "{:.3f}"),
-                                ("answer_probability", "answer-token probability", "{:.3f}")):
+            rows.append(rate_row("asr_by_category", mc, f"  {METRICS['asr_by_category'].label} {cat}"))
+        for key in ("perplexity", "entropy", "answer_probability"):
             if key in m:
-                rows.append((label, fmt.format(m[key]["base"]["value"]), fmt.format(m[key]["candidate"]["value"]),
-                             f"{m[key]['delta']['value']:+.3f}"))
+                fmt = METRICS[key].fmt
+                rows.append((METRICS[key].label, fmt.format(m[key]["base"]["value"]),
+                             fmt.format(m[key]["candidate"]["value"]), f"{m[key]['delta']['value']:+.3f}"))
         if "kl" in m:
-            rows.append(("KL(base || candidate)", "", f"{m['kl']['value']:.4f}", "nats/token"))
+            kl = METRICS["kl"]
+            rows.append((kl.label, "", kl.fmt.format(m["kl"]["value"]), kl.unit))
         if m.get("second_window"):
             sw = m["second_window"]
-            rows.append(("harm answers read past the first window", f"{sw['base']['read']}", f"{sw['candidate']['read']}",
+            rows.append((METRICS["second_window"].label, f"{sw['base']['read']}", f"{sw['candidate']['read']}",
                          f"{sw['candidate']['turned_compliance']} found compliant there"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines += ["", *["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]]
