@@ -39,22 +39,35 @@ from evaluation.judges.llama_guard import (
     LlamaGuardOutputError,
     parse_llama_guard_output,
 )
-from evaluation.judges.registry import (
-    DEFAULT_JUDGE,
-    JUDGES,
-    get_judge,
-    heldout_accuracy,
-    list_judges,
-    persona_validation,
-    validation_summary,
-)
+from evaluation.judges.registry import DEFAULT_JUDGE, JUDGES, get_judge, heldout_accuracy, list_judges
 
 __all__ = [
-    "COMPLIANCE", "DATA_DIR", "DEFAULT_JUDGE", "EMBEDDED_WEIGHTS", "JUDGES", "LABELS", "LLAMA_GUARD_3_CATEGORIES",
-    "OTHER", "PERSONA_WEIGHTS", "REFUSAL", "REFUSAL_OPENINGS", "REFUSAL_SUBSTRINGS", "EmbeddedJudge", "Judge",
-    "JudgeUnavailable", "KeywordJudge", "LlamaGuardJudge", "LlamaGuardOutputError", "MiniLMEncoder", "get_judge",
-    "heldout_accuracy", "list_judges", "minilm_path", "opens_with_refusal", "parse_llama_guard_output",
-    "persona_validation", "read_jsonl", "validation_summary",
+    "COMPLIANCE",
+    "DATA_DIR",
+    "DEFAULT_JUDGE",
+    "EMBEDDED_WEIGHTS",
+    "JUDGES",
+    "LABELS",
+    "LLAMA_GUARD_3_CATEGORIES",
+    "OTHER",
+    "PERSONA_WEIGHTS",
+    "REFUSAL",
+    "REFUSAL_OPENINGS",
+    "REFUSAL_SUBSTRINGS",
+    "EmbeddedJudge",
+    "Judge",
+    "JudgeUnavailable",
+    "KeywordJudge",
+    "LlamaGuardJudge",
+    "LlamaGuardOutputError",
+    "MiniLMEncoder",
+    "get_judge",
+    "heldout_accuracy",
+    "list_judges",
+    "minilm_path",
+    "opens_with_refusal",
+    "parse_llama_guard_output",
+    "read_jsonl",
 ]
 
 
