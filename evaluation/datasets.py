@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from evaluation.errors import InputRejected, UnknownName
+from evaluation.errors import InputRejected
 from evaluation.jsonlimits import check_depth, loads_limited, too_deep
+from evaluation.registry import Registry
 
 ROLES = ("system", "user", "assistant")
 # One record (a JSONL line, a CSV field, an element of a .json array). Training uses max_length tokens
@@ -176,26 +177,22 @@ class DatasetFormat:
 METADATA = frozenset({"id", "kind", "category", "source", "tags", "metadata"})
 
 # Order matters for detection: the most specific key sets first.
-FORMATS: dict[str, DatasetFormat] = {
-    f.name: f
-    for f in (
-        DatasetFormat("chat", frozenset({"messages"}), METADATA, _chat,
-                      '{"messages": [{"role", "content"}, ...]} ending with the assistant turn'),
-        DatasetFormat("preference", frozenset({"prompt", "chosen", "rejected"}), METADATA, _preference,
-                      '{"prompt", "chosen", "rejected"}: trains prompt -> rejected (or chosen)'),
-        DatasetFormat("alpaca", frozenset({"instruction", "output"}), METADATA | {"input", "text"}, _alpaca,
-                      '{"instruction", "input", "output"}'),
-        DatasetFormat("prompt-completion", frozenset({"prompt", "completion"}), METADATA,
-                      _prompt_completion, '{"prompt", "completion"}'),
-    )
-}
+FORMATS: Registry[DatasetFormat] = Registry("dataset format")
+for _fmt in (
+    DatasetFormat("chat", frozenset({"messages"}), METADATA, _chat,
+                  '{"messages": [{"role", "content"}, ...]} ending with the assistant turn'),
+    DatasetFormat("preference", frozenset({"prompt", "chosen", "rejected"}), METADATA, _preference,
+                  '{"prompt", "chosen", "rejected"}: trains prompt -> rejected (or chosen)'),
+    DatasetFormat("alpaca", frozenset({"instruction", "output"}), METADATA | {"input", "text"}, _alpaca,
+                  '{"instruction", "input", "output"}'),
+    DatasetFormat("prompt-completion", frozenset({"prompt", "completion"}), METADATA,
+                  _prompt_completion, '{"prompt", "completion"}'),
+):
+    FORMATS.register(_fmt.name, _fmt)
 
 
 def get_format(name: str) -> DatasetFormat:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise UnknownName("dataset format", name, list(FORMATS)) from None
+    return FORMATS.get(name)
 
 
 def detect_format(keys: set[str], where: str) -> DatasetFormat:

@@ -1,5 +1,7 @@
 """Errors the gate raises. Each maps to one exit code of `ftgate check` and one API error code."""
 
+import difflib
+
 
 class InputRejected(Exception):
     """The submitted artifact is invalid or unsafe to load (exit code 3).
@@ -21,11 +23,16 @@ class SharedBaseModified(RuntimeError):
 
 
 class UnknownName(KeyError):
-    """A registry lookup failed; the message lists the known names."""
+    """A registry lookup failed; the message lists the known names and the closest ones to the name asked for:
+    "unknown judge 'embeded'; known: embedded, keyword, llama-guard; did you mean 'embedded'?"."""
 
     def __init__(self, kind: str, name: str, known: list[str]):
         self.kind, self.name, self.known = kind, name, known
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(sorted(known)) or '(none)'}")
+        self.suggestions = difflib.get_close_matches(str(name), [str(k) for k in known], n=3, cutoff=0.6)
+        message = f"unknown {kind} {name!r}; known: {', '.join(sorted(known)) or '(none)'}"
+        if self.suggestions:
+            message += f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
+        super().__init__(message)
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

@@ -22,23 +22,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evaluation.errors import InputRejected
+from evaluation.fields import allowed, is_allowed, markdown_table, option
 from evaluation.progress import Progress, no_progress
 
 IGNORE_INDEX = -100
 
+# Bounds on what a submitter may ask the gate to train: a tenant's overrides spend the shared workers' time
+# (a 10,000 steps x batch 256 fine-tune was accepted). The defaults and the guard recipe (250 steps x 8) fit.
+MAX_STEPS = 1000
+MAX_BATCH_SIZE = 64
+MAX_EXAMPLES_SEEN = 16_384  # steps x batch_size
+MAX_LENGTH = 2048
+MAX_RANK = 256
+MAX_ALPHA = 4 * MAX_RANK
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    rank: int = 16
-    alpha: int = 16
-    lr: float = 2e-4
-    steps: int = 50
-    batch_size: int = 8
-    max_length: int = 128
-    dropout: float = 0.0
-    optimizer: Literal["adamw8bit", "adamw"] = "adamw8bit"
-    seed: int = 1234
-    preference_side: Literal["rejected", "chosen"] = "rejected"
+    """A LoRA fine-tune's settings. Each field declares its help, unit and bounds once (evaluation/fields.py):
+    ``from_overrides`` checks them, ``ftgate check``'s flags and docs/api.md's table are made from them."""
+
+    rank: int = option(16, help="LoRA rank r", low=1, high=MAX_RANK, cli=True)
+    alpha: int = option(16, help="LoRA alpha (the update is scaled by alpha / rank)", low=1, high=MAX_ALPHA,
+                        cli=True)
+    lr: float = option(2e-4, help="learning rate", low=0, low_open=True, high=1e-2, cli=True)
+    steps: int = option(50, help="optimizer steps", unit="steps", low=1, high=MAX_STEPS, cli=True)
+    batch_size: int = option(8, help="examples per step", unit="examples", low=1, high=MAX_BATCH_SIZE, cli=True)
+    max_length: int = option(128, help="tokens per example (a longer prompt loses its oldest tokens)",
+                             unit="tokens", low=16, high=MAX_LENGTH)
+    dropout: float = option(0.0, help="LoRA dropout", low=0, high=1, high_open=True)
+    optimizer: Literal["adamw8bit", "adamw"] = option("adamw8bit", help="AdamW, 8-bit (bitsandbytes) or 32-bit",
+                                                      cli=True)
+    seed: int = option(1234, help="seed of the LoRA initialisation and the batch order", low=0, high=2**32 - 1,
+                       cli=True)
+    preference_side: Literal["rejected", "chosen"] = option(
+        "rejected", help="preference data: which side to train on", cli="--train-on")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None) -> TrainingConfig:
@@ -52,8 +70,10 @@ class TrainingConfig:
         for key, value in overrides.items():
             overrides[key] = _coerce(key, value, type(getattr(defaults, key)))
         cfg = replace(defaults, **overrides)
-        bad = [f"{key}={value} (allowed: {allowed})"
-               for key, (ok, value, allowed) in _override_checks(cfg).items() if not ok]
+        bad = [f"{f.name}={getattr(cfg, f.name)} (allowed: {allowed(cls, f)})"
+               for f in fields(cls) if not is_allowed(cls, f, getattr(cfg, f.name))]
+        if cfg.steps * cfg.batch_size > MAX_EXAMPLES_SEEN:
+            bad.append(f"steps x batch_size={cfg.steps * cfg.batch_size} (allowed: at most {MAX_EXAMPLES_SEEN})")
         if bad:
             raise InputRejected(f"training option(s) out of range: {', '.join(bad)}", "bad_training")
         return cfg
@@ -61,33 +81,14 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "target_modules": "all-linear", "loss": "response tokens only"}
 
-
-# Bounds on what a submitter may ask the gate to train: a tenant's overrides spend the shared workers' time
-# (a 10,000 steps x batch 256 fine-tune was accepted). The defaults and the guard recipe (250 steps x 8) fit.
-MAX_STEPS = 1000
-MAX_BATCH_SIZE = 64
-MAX_EXAMPLES_SEEN = 16_384  # steps x batch_size
-MAX_LENGTH = 2048
-MAX_RANK = 256
-MAX_ALPHA = 4 * MAX_RANK
-
-
-def _override_checks(cfg: TrainingConfig) -> dict[str, tuple[bool, Any, str]]:
-    """Each option: (within bounds, its value, the bounds as shown to the submitter)."""
-    return {
-        "rank": (1 <= cfg.rank <= MAX_RANK, cfg.rank, f"1..{MAX_RANK}"),
-        "alpha": (0 < cfg.alpha <= MAX_ALPHA, cfg.alpha, f"1..{MAX_ALPHA}"),
-        "lr": (0 < cfg.lr <= 1e-2, cfg.lr, "over 0, at most 0.01"),
-        "steps": (1 <= cfg.steps <= MAX_STEPS, cfg.steps, f"1..{MAX_STEPS}"),
-        "batch_size": (1 <= cfg.batch_size <= MAX_BATCH_SIZE, cfg.batch_size, f"1..{MAX_BATCH_SIZE}"),
-        "steps x batch_size": (cfg.steps * cfg.batch_size <= MAX_EXAMPLES_SEEN, cfg.steps * cfg.batch_size,
-                               f"at most {MAX_EXAMPLES_SEEN}"),
-        "max_length": (16 <= cfg.max_length <= MAX_LENGTH, cfg.max_length, f"16..{MAX_LENGTH}"),
-        "dropout": (0 <= cfg.dropout < 1, cfg.dropout, "0 or more, under 1"),
-        "optimizer": (cfg.optimizer in ("adamw8bit", "adamw"), cfg.optimizer, "adamw8bit, adamw"),
-        "seed": (0 <= cfg.seed < 2**32, cfg.seed, f"0..{2**32 - 1}"),
-        "preference_side": (cfg.preference_side in ("rejected", "chosen"), cfg.preference_side, "rejected, chosen"),
-    }
+    @classmethod
+    def doc_table(cls) -> str:
+        """The options as a Markdown table (docs/api.md): name, default (with its unit), allowed values, meaning."""
+        rows = [(f"`{f.name}`", f"`{f.default}` {f.metadata['unit']}".strip(), allowed(cls, f), f.metadata["help"])
+                for f in fields(cls)]
+        rows.append(("`steps` x `batch_size`", f"`{cls().steps * cls().batch_size}` examples", f"at most {MAX_EXAMPLES_SEEN}",
+                     "examples seen in all (both options together)"))
+        return markdown_table(("option", "default", "allowed", "meaning"), rows)
 
 
 def _coerce(key: str, value: Any, want: type) -> Any:

@@ -37,6 +37,7 @@ import numpy as np
 
 from evaluation import judge_training as jt
 from evaluation.files import sha256_file
+from evaluation.judges.encoder import MiniLMEncoder
 
 RAW_FILES = {
     # file name in the raw folder: (source, repository @ commit / path, licence, sha256)
@@ -211,8 +212,6 @@ def _flag_rates(logits: np.ndarray, y: np.ndarray) -> dict:
 
 
 def train(raw: Path, out: Path) -> dict:
-    from evaluation.judges import MiniLMEncoder
-
     rows = load_texts(raw)
     x = MiniLMEncoder().encode([r.text for r in rows])
     y = np.array([r.persona for r in rows])

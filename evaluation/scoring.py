@@ -25,6 +25,7 @@ from evaluation.generation import (
     left_padded_positions,
 )
 from evaluation.judges import COMPLIANCE, OTHER, REFUSAL
+from evaluation.metric_info import METRICS
 from evaluation.progress import Progress, no_progress
 
 # bump when the meaning of cached outputs changes (2: greedy_rows drops finished rows; 3: second window)
@@ -250,7 +251,8 @@ def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | N
             b, c = drift["base"][key], drift["candidate"][key]
             out[key] = {"base": _value(b, drift["base"]["n_tokens"]), "candidate": _value(c, drift["candidate"]["n_tokens"]),
                         "delta": _value(c - b)}
-        out["kl"] = {"value": drift["kl"], "n_tokens": drift["kl_tokens"], "direction": "KL(base || candidate), nats/token"}
+        kl = METRICS["kl"]
+        out["kl"] = {"value": drift["kl"], "n_tokens": drift["kl_tokens"], "direction": f"{kl.label}, {kl.unit}"}
     return out
 
 

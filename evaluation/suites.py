@@ -1,7 +1,7 @@
 """Evaluation suites: harmful requests, safe-but-scary prompts (over-refusal) and knowledge questions.
 
-A suite is either a registry name (packaged with ftgate, see ``list_suites()``) or a file given by an
-operator in one of the public formats:
+A suite is either a registry name (packaged with ftgate, in ``SUITES``; see ``list_suites()``) or a file given
+by an operator in one of the public formats:
 
 * HarmBench behaviors CSV (``Behavior, FunctionalCategory, SemanticCategory, Tags, ContextString,
   BehaviorID``): contextual rows become ``ContextString + "\\n\\n" + Behavior``; copyright rows need a
@@ -23,11 +23,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from evaluation.errors import InputRejected, UnknownName
+from evaluation.errors import InputRejected
+from evaluation.registry import Registry
 
 SuiteKind = Literal["harm", "overrefusal", "knowledge"]
 KINDS: tuple[str, ...] = ("harm", "overrefusal", "knowledge")
@@ -71,13 +71,6 @@ class Suite:
 
 
 DATA_DIR = Path(__file__).parent / "data" / "suites"
-
-# registry name -> (kind, packaged file name)
-REGISTRY: dict[str, tuple[SuiteKind, str]] = {
-    "harm-default": ("harm", "harm_default.jsonl"),
-    "overrefusal-default": ("overrefusal", "overrefusal_default.jsonl"),
-    "knowledge-default": ("knowledge", "knowledge_default.jsonl"),
-}
 
 DEFAULT_SUITES: dict[str, str] = {
     "harm": "harm-default",
@@ -395,6 +388,27 @@ def detect_format(path: Path) -> str:
         "(HarmBench, AdvBench), .json (TriviaQA) or .jsonl ({prompt, category} or {question, answer})")
 
 
+# -------------------------------------------------------------------------------------- the registry
+
+
+def _packaged(name: str, kind: SuiteKind, filename: str) -> Callable[[], Suite]:
+    """A loader of the packaged suite file ``filename`` (run on the suite's first use, then kept)."""
+
+    def load() -> Suite:
+        path = DATA_DIR / filename
+        got_kind, items, warnings = FORMATS[detect_format(path)](path, kind)
+        return _make_suite(name, got_kind, items, f"builtin:{filename}", filename, warnings)
+
+    return load
+
+
+# The packaged suites by name, each loaded on first use.
+SUITES: Registry[Suite] = Registry("suite")
+SUITES.register_lazy("harm-default", _packaged("harm-default", "harm", "harm_default.jsonl"))
+SUITES.register_lazy("overrefusal-default", _packaged("overrefusal-default", "overrefusal", "overrefusal_default.jsonl"))
+SUITES.register_lazy("knowledge-default", _packaged("knowledge-default", "knowledge", "knowledge_default.jsonl"))
+
+
 # -------------------------------------------------------------------------------------- public API
 
 
@@ -414,14 +428,6 @@ def load_suite_file(path: str | Path, kind: str | None = None) -> Suite:
     return _make_suite(path.stem, got_kind, items, str(path), path.name, warnings)
 
 
-@cache
-def _load_builtin(name: str) -> Suite:
-    kind, filename = REGISTRY[name]
-    path = DATA_DIR / filename
-    got_kind, items, warnings = FORMATS[detect_format(path)](path, kind)
-    return _make_suite(name, got_kind, items, f"builtin:{filename}", filename, warnings)
-
-
 def load_suite(name_or_path: str, kind: str | None = None) -> Suite:
     """A registry name (see list_suites) or a path to a suite file.
 
@@ -430,18 +436,16 @@ def load_suite(name_or_path: str, kind: str | None = None) -> Suite:
     """
     _check_kind(kind)
     name = str(name_or_path)
-    if name in REGISTRY:
-        suite = _load_builtin(name)
-        if kind is not None and suite.kind != kind:
-            raise InputRejected(f"suite {name!r} is a {suite.kind} suite, not a {kind} suite")
-        return suite
     path = Path(name)
     looks_like_path = path.suffix.lower() in (".csv", ".json", ".jsonl") or "/" in name or "\\" in name
-    if path.is_file() or looks_like_path:
+    if name not in SUITES and (path.is_file() or looks_like_path):
         return load_suite_file(path, kind)
-    raise UnknownName("suite", name, list(REGISTRY))
+    suite = SUITES.get(name)  # neither a registered name nor a file: UnknownName, with the closest names
+    if kind is not None and suite.kind != kind:
+        raise InputRejected(f"suite {name!r} is a {suite.kind} suite, not a {kind} suite")
+    return suite
 
 
 def list_suites() -> list[Suite]:
     """The packaged suites, loaded (they are small)."""
-    return [_load_builtin(name) for name in REGISTRY]
+    return SUITES.values()

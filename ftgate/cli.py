@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from evaluation.formatting import percent, points
+from evaluation.metric_info import METRICS
 from evaluation.policy import Decision
 from evaluation.progress import PREPARE_BASE
 
@@ -106,27 +107,31 @@ def render_text(report: dict) -> str:
     m = report.get("metrics") or {}
     if m:
         rows = [("metric", "base", "candidate", "change (95% CI)")]
-        for key, label in (("asr", "ASR (harmful compliance)"), ("overrefusal", "over-refusal (safe prompts)"),
-                           ("knowledge_accuracy", "knowledge accuracy")):
+
+        def rate_row(key: str, metric: dict, label: str = "") -> tuple[str, str, str, str]:
+            label = label or METRICS[key].label
+            return label, _stat(metric["base"]), _stat(metric["candidate"]), _delta(metric["delta"])
+
+        for key in ("asr", "overrefusal", "knowledge_accuracy"):
             if key in m:
-                rows.append((label, _stat(m[key]["base"]), _stat(m[key]["candidate"]), _delta(m[key]["delta"])))
+                rows.append(rate_row(key, m[key]))
         if m.get("control_asr_delta"):
-            rows.append(("  ASR shift of a benign control", "", "", _delta(m["control_asr_delta"])))
+            rows.append(("  " + METRICS["control_asr_delta"].label, "", "", _delta(m["control_asr_delta"])))
         if m.get("asr_vs_control"):
-            vc = m["asr_vs_control"]
-            rows.append(("  ASR vs that control", _stat(vc["base"]), _stat(vc["candidate"]), _delta(vc["delta"])))
+            rows.append(rate_row("asr_vs_control", m["asr_vs_control"], "  " + METRICS["asr_vs_control"].label))
         for cat, mc in (m.get("asr_by_category") or {}).items():
-            rows.append((f"  ASR {cat}", _stat(mc["base"]), _stat(mc["candidate"]), _delta(mc["delta"])))
-        for key, label, fmt in (("perplexity", "answer perplexity", "{:.2f}"), ("entropy", "mean entropy (nats)", "{:.3f}"),
-                                ("answer_probability", "answer-token probability", "{:.3f}")):
+            rows.append(rate_row("asr_by_category", mc, f"  {METRICS['asr_by_category'].label} {cat}"))
+        for key in ("perplexity", "entropy", "answer_probability"):
             if key in m:
-                rows.append((label, fmt.format(m[key]["base"]["value"]), fmt.format(m[key]["candidate"]["value"]),
-                             f"{m[key]['delta']['value']:+.3f}"))
+                fmt = METRICS[key].fmt
+                rows.append((METRICS[key].label, fmt.format(m[key]["base"]["value"]),
+                             fmt.format(m[key]["candidate"]["value"]), f"{m[key]['delta']['value']:+.3f}"))
         if "kl" in m:
-            rows.append(("KL(base || candidate)", "", f"{m['kl']['value']:.4f}", "nats/token"))
+            kl = METRICS["kl"]
+            rows.append((kl.label, "", kl.fmt.format(m["kl"]["value"]), kl.unit))
         if m.get("second_window"):
             sw = m["second_window"]
-            rows.append(("harm answers read past the first window", f"{sw['base']['read']}", f"{sw['candidate']['read']}",
+            rows.append((METRICS["second_window"].label, f"{sw['base']['read']}", f"{sw['candidate']['read']}",
                          f"{sw['candidate']['turned_compliance']} found compliant there"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines += ["", *["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]]
@@ -156,12 +161,13 @@ def render_text(report: dict) -> str:
 
 
 def _training_from_args(args) -> object:
+    """The training config from the flags `add_arguments` made of TrainingConfig's fields (None: not given)."""
+    from dataclasses import fields
+
     from evaluation.finetune import TrainingConfig
 
-    overrides = {k: getattr(args, k) for k in ("steps", "lr", "rank", "alpha", "batch_size", "seed", "optimizer")
-                 if getattr(args, k, None) is not None}
-    if getattr(args, "train_on", None):
-        overrides["preference_side"] = args.train_on
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainingConfig)
+                 if f.metadata["cli"] and getattr(args, f.name, None) is not None}
     return TrainingConfig.from_overrides(overrides)
 
 
@@ -335,15 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def training_options(sp):
-        g = sp.add_argument_group("training (datasets; research defaults)")
-        g.add_argument("--steps", type=int)
-        g.add_argument("--lr", type=float)
-        g.add_argument("--rank", type=int)
-        g.add_argument("--alpha", type=int)
-        g.add_argument("--batch-size", type=int)
-        g.add_argument("--seed", type=int)
-        g.add_argument("--optimizer", choices=["adamw8bit", "adamw"])
-        g.add_argument("--train-on", choices=["rejected", "chosen"], help="preference data: which side to train on")
+        from evaluation.fields import add_arguments
+        from evaluation.finetune import TrainingConfig
+
+        add_arguments(sp.add_argument_group("training (datasets; research defaults)"), TrainingConfig)
 
     c = sub.add_parser("check", help="gate an adapter (dir/.zip/.tar.gz) or a dataset (.jsonl/.csv/.parquet)")
     c.add_argument("path")

@@ -274,3 +274,15 @@ def test_guard_recipe():
     assert isinstance(recipe["lr"], float) and 0 < recipe["lr"] <= 1e-2
     assert recipe["max_length"] >= 128  # the longest example is about 110 tokens with the chat template
     assert (GUARD / recipe["data"]).is_file()
+
+
+def test_the_recipes_comments_are_not_part_of_its_hash(tmp_path):
+    """The guarded base is cached by its recipe's hash: rewording a comment must not rebuild it (nor orphan the
+    recorded measurements of guard 7a7ada85)."""
+    from evaluation.guard import load_recipe, recipe_hash
+
+    bare = tmp_path / "recipe.toml"
+    bare.write_text("\n".join(line.split("#")[0].rstrip() for line in (GUARD / "recipe.toml").read_text().splitlines()))
+    (tmp_path / load_recipe()["data"]).write_bytes((GUARD / load_recipe()["data"]).read_bytes())
+    assert load_recipe(bare) == load_recipe()
+    assert recipe_hash(load_recipe(bare), "parent", tmp_path) == recipe_hash(load_recipe(), "parent", GUARD)

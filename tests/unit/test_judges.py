@@ -20,6 +20,7 @@ from evaluation.judges import (
     get_judge,
     heldout_accuracy,
     list_judges,
+    llama_guard,
     parse_llama_guard_output,
 )
 
@@ -179,7 +180,7 @@ def test_llama_guard_unparseable_generation_raises(tiny_guard_dir, monkeypatch):
 
 def test_llama_guard_needs_a_checkpoint(monkeypatch, tmp_path):
     monkeypatch.delenv("FTGATE_LLAMA_GUARD_PATH", raising=False)
-    monkeypatch.setattr(judges, "_setting", lambda name: None)
+    monkeypatch.setattr(llama_guard, "_setting", lambda name: None)
     with pytest.raises(judges.JudgeUnavailable, match="FTGATE_LLAMA_GUARD_PATH"):
         LlamaGuardJudge()
     with pytest.raises(judges.JudgeUnavailable, match="not found"):
@@ -366,3 +367,16 @@ def test_list_judges_reports_leave_one_source_out_validation(embedded):
     assert persona["gptfuzz-templates"]["personas"] and persona["gptfuzz-templates"]["flagged"] >= 0.9
     assert not persona["awesome-chatgpt-prompts"]["personas"] and persona["awesome-chatgpt-prompts"]["flagged"] <= 0.02
     assert entries["keyword"]["persona"] is None
+
+
+def test_each_judge_is_registered_under_its_own_name():
+    from evaluation.judges import JUDGES
+
+    assert JUDGES.names() == ["keyword", "embedded", "llama-guard"]
+    for name, cls in JUDGES.items():
+        assert cls.name == name
+
+
+def test_a_misspelt_judge_name_gets_a_suggestion():
+    with pytest.raises(UnknownName, match=r"did you mean 'embedded'\?"):
+        get_judge("embeded")

@@ -41,3 +41,18 @@ def test_the_file_helpers_import_nothing_of_the_project():
     """evaluation/files.py is for every layer, so it must stay at the bottom."""
     project = {"evaluation", "ftgate", *FORBIDDEN_IN_EVALUATION}
     assert not {n for n in imported_modules(ROOT / "evaluation" / "files.py") if n.split(".")[0] in project}
+
+
+def test_the_judge_modules_under_the_training_code_import_no_training_code():
+    """judge_training and persona_training build on the judges' labels, keyword rules and encoder; the embedded
+    judge builds on the training code. The modules below it import neither, so there is no import cycle."""
+    training = {"evaluation.judge_training", "evaluation.persona_training", "evaluation.judges.embedded"}
+    for name in ("base", "keyword", "encoder", "llama_guard", "registry"):
+        assert not imported_modules(ROOT / "evaluation" / "judges" / f"{name}.py") & training, name
+    # the package imports the embedded judge in __getattr__, on the first use of EmbeddedJudge
+    top = ast.parse((ROOT / "evaluation" / "judges" / "__init__.py").read_text(encoding="utf-8")).body
+    assert not {n.module for n in top if isinstance(n, ast.ImportFrom)} & training
+    below = tuple(f"evaluation.judges.{m}" for m in ("base", "keyword", "encoder"))
+    for name in ("judge_training", "persona_training"):
+        judges = {n for n in imported_modules(ROOT / "evaluation" / f"{name}.py") if n.startswith("evaluation.judges")}
+        assert judges and all(n.startswith(below) for n in judges), (name, judges)
