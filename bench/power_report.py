@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape
 BEGIN = "<!-- BEGIN calibration results: written by bench/power.py, do not edit by hand -->"
 END = "<!-- END calibration results -->"
 DECISIONS = ("approve", "review", "block")
+MODES = ("dataset", "adapter")
 COLOURS = {"approve": "#4c9a52", "review": "#e8a33d", "block": "#c8453b"}
 # two-sided 95% quantiles of Student's t by degrees of freedom (a smaller df's value is used between rows)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -110,9 +111,14 @@ def summarize(pairs: list[tuple[Any, dict[str, Any] | None]]) -> dict[str, Any]:
             "asr_vs_control": mean_interval([r["summary"].get("asr_vs_control") for r in done]),
         }
 
+    def mode_rank(mode: str) -> int:
+        return MODES.index(mode) if mode in MODES else len(MODES)
+
     points = [{"mode": m, "attack": a, "k": k, **point(rs)}
-              for (m, a, k), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], *_point_order(kv[0][1], kv[0][2], attacks)))]
-    by_domain = [{"mode": m, "domain": d, "size": n, **point(rs)} for (m, d, n), rs in sorted(benign.items())]
+              for (m, a, k), rs in sorted(groups.items(),
+                                          key=lambda kv: (mode_rank(kv[0][0]), *_point_order(kv[0][1], kv[0][2], attacks)))]
+    by_domain = [{"mode": m, "domain": d, "size": n, **point(rs)}
+                 for (m, d, n), rs in sorted(benign.items(), key=lambda kv: (mode_rank(kv[0][0]), *kv[0][1:]))]
     return {"points": points, "benign_by_domain_size": by_domain,
             "false_hold": {p["mode"]: {k: p[k] for k in ("finished", "held", "held_rate")}
                            for p in points if p["attack"] == power_data.BENIGN}}
@@ -145,8 +151,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                  f"written {meta['generated']}.")
     lines.append("")
     for mode, fh in summary["false_hold"].items():
-        lines.append(f"**Benign false-hold rate ({mode}s)**: {_held({**fh, 'held_rate': fh['held_rate']})} "
-                     "of benign cells held (review or block; Wilson 95% CI).")
+        lines.append(f"**Benign false-hold rate ({mode}s)**: {_held(fh)} of benign cells held (review or block; "
+                     "Wilson 95% CI)." if fh["finished"] else f"**Benign false-hold rate ({mode}s)**: no benign "
+                     "cell finished yet.")
     lines += ["", "| mode | attack | k | cells | approve | review | block | held (95% CI) | stopped at screening "
               "| ASR change, points (95% interval) | ASR vs control, points | held by |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -184,23 +191,28 @@ def splice(existing: str | None, section: str) -> str:
 # --------------------------------------------------------------------------------------------------- SVG
 
 
+def _ticks(lo: float, hi: float) -> tuple[float, float, list[float]]:
+    """A rounded axis range around [lo, hi] and at most about six ticks on it."""
+    step = next(st for st in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0) if (hi - lo) / st <= 6)
+    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    return lo, hi, [round(lo + i * step, 6) for i in range(round((hi - lo) / step) + 1)]
+
+
 def svg(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    """Per mode: stacked verdict-rate bars by attack and k, and below them the ASR change with its interval."""
-    bar, gap, group_gap, left, right = 18, 4, 22, 64, 24
-    rate_h, asr_h, top_pad, label_h = 150, 130, 48, 46
+    """Per mode: stacked verdict-rate bars by attack and k (the benign false-hold rate in the panel's title),
+    and below them each point's ASR change with its interval against the policy's limit."""
+    bar, gap, group_gap, left, right = 18, 4, 22, 64, 70
+    rate_h, asr_h, top_pad, label_h, foot_h = 150, 130, 48, 40, 34
     limit = meta.get("max_asr_increase")
-    modes = list(dict.fromkeys(p["mode"] for p in summary["points"]))
     panels = []
-    width = left + right
-    for mode in modes:
+    width = 560
+    for mode in dict.fromkeys(p["mode"] for p in summary["points"]):
         pts_ = [p for p in summary["points"] if p["mode"] == mode]
         groups = list(dict.fromkeys(p["attack"] for p in pts_))
-        w = left + right + sum(len([p for p in pts_ if p["attack"] == g]) * (bar + gap) for g in groups) \
-            + group_gap * max(0, len(groups) - 1)
-        width = max(width, w, 560)
+        width = max(width, left + right + len(pts_) * (bar + gap) + group_gap * max(0, len(groups) - 1))
         panels.append((mode, pts_, groups))
-    block_h = top_pad + rate_h + label_h + asr_h + 40
-    height = 40 + block_h * max(1, len(panels))
+    block_h = top_pad + rate_h + label_h + asr_h + foot_h
+    height = 44 + block_h * max(1, len(panels))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
            '<rect width="100%" height="100%" fill="white"/>',
@@ -210,13 +222,18 @@ def svg(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         out.append(f'<rect x="{lx}" y="28" width="10" height="10" fill="{COLOURS[d]}"/>'
                    f'<text x="{lx + 14}" y="37">{d}</text>')
         lx += 70
-    out.append(f'<text x="{lx}" y="37">dot: ASR change (points) with 95% interval; dashed: policy limit</text>')
+    out.append(f'<text x="{lx}" y="37">dot and bar: ASR change (points) and its 95% interval; red dashes: the '
+               'policy limit</text>')
     if not panels:
-        out.append(f'<text x="{left}" y="80">no finished cells yet</text>')
+        out.append(f'<text x="{left}" y="80">no cells yet</text>')
     for index, (mode, pts_, groups) in enumerate(panels):
-        y0 = 40 + index * block_h + top_pad
-        out.append(f'<text x="{left}" y="{y0 - 10}" font-size="12" font-weight="bold">'
-                   f'{escape(mode)}s: verdict rates (benign: false holds)</text>')
+        y0 = 44 + index * block_h + top_pad
+        fh = summary["false_hold"].get(mode)
+        held = (f"benign false-hold rate {fh['held']}/{fh['finished']} = {pct(fh['held_rate']['value'])} (95% CI "
+                f"{pct(fh['held_rate']['lo'])}-{pct(fh['held_rate']['hi'])})" if fh and fh["finished"] else
+                "no benign cell finished yet")
+        out.append(f'<text x="{left}" y="{y0 - 14}" font-size="12" font-weight="bold">{escape(mode)}s: verdict '
+                   f'rates by attack and k; {escape(held)}</text>')
         for frac in (0, 0.5, 1):  # rate axis
             y = y0 + rate_h * (1 - frac)
             out.append(f'<line x1="{left - 4}" x2="{width - right}" y1="{y}" y2="{y}" stroke="#ddd"/>'
@@ -224,23 +241,26 @@ def svg(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         asr_top = y0 + rate_h + label_h
         asr_vals = [v for p in pts_ for v in ((p["asr_delta"] or {}).get("lo"), (p["asr_delta"] or {}).get("hi"),
                                                (p["asr_delta"] or {}).get("value")) if v is not None]
-        lo_ax = max(-1.0, min([-0.05, *asr_vals]))
-        hi_ax = min(1.0, max([0.3, *asr_vals, (limit or 0) + 0.05]))
+        lo_ax, hi_ax, ticks = _ticks(max(-1.0, min([-0.05, *asr_vals])),
+                                     min(1.0, max([0.2, *asr_vals, (limit or 0) + 0.05])))
 
         def ay(v: float, top=asr_top, lo=lo_ax, hi=hi_ax) -> float:
             return top + asr_h * (hi - v) / (hi - lo)
 
-        for v in sorted({0.0, lo_ax, hi_ax, *([limit] if limit is not None else [])}):
-            dash = ' stroke-dasharray="4 3" stroke="#c8453b"' if v == limit else ' stroke="#ddd"'
-            out.append(f'<line x1="{left - 4}" x2="{width - right}" y1="{ay(v):.1f}" y2="{ay(v):.1f}"{dash}/>'
-                       f'<text x="{left - 8}" y="{ay(v) + 4:.1f}" text-anchor="end">{pts(v)}</text>')
+        for v in ticks:
+            out.append(f'<line x1="{left - 4}" x2="{width - right}" y1="{ay(v):.1f}" y2="{ay(v):.1f}" '
+                       f'stroke="{"#999" if v == 0 else "#ddd"}"/>'
+                       f'<text x="{left - 8}" y="{ay(v) + 4:.1f}" text-anchor="end">{v * 100:+.0f}</text>')
+        if limit is not None:
+            out.append(f'<line x1="{left - 4}" x2="{width - right}" y1="{ay(limit):.1f}" y2="{ay(limit):.1f}" '
+                       f'stroke="#c8453b" stroke-dasharray="4 3"/><text x="{width - right + 4}" '
+                       f'y="{ay(limit) + 4:.1f}" fill="#c8453b">limit {pts(limit)}</text>')
         out.append(f'<text x="14" y="{asr_top + asr_h / 2}" transform="rotate(-90 14 {asr_top + asr_h / 2})" '
-                   'text-anchor="middle">ASR change</text>')
+                   'text-anchor="middle">ASR change, points</text>')
         x = left
         for g_index, group in enumerate(groups):
-            members = [p for p in pts_ if p["attack"] == group]
             gx = x
-            for p in members:
+            for p in (p for p in pts_ if p["attack"] == group):
                 base_y = y0 + rate_h
                 if p["finished"]:
                     for d in DECISIONS:
@@ -265,12 +285,12 @@ def svg(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                     out.append(f'<circle cx="{cx}" cy="{ay(d["value"]):.1f}" r="3" fill="#333"><title>'
                                f'{escape(group)} k={p["k"]}: {_interval(d)} points</title></circle>')
                 x += bar + gap
-            out.append(f'<text x="{(gx + x - gap) / 2}" y="{y0 + rate_h + 28}" text-anchor="middle" '
+            out.append(f'<text x="{(gx + x - gap) / 2}" y="{y0 + rate_h + 27}" text-anchor="middle" '
                        f'font-weight="bold">{escape(group)}</text>')
             if g_index < len(groups) - 1:
                 x += group_gap
-        out.append(f'<text x="{left}" y="{y0 + rate_h + 42}" fill="#555">k = attack examples hidden in the '
-                   'benign sample; the small number above a bar = finished cells</text>')
+        out.append(f'<text x="{left}" y="{asr_top + asr_h + 20}" fill="#555">k = attack examples hidden in the '
+                   'benign sample; the small number over a bar = its finished cells (dashed outline: none yet)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
