@@ -87,11 +87,12 @@ class Cell:
 
 
 def small_grid() -> list[Cell]:
-    """What fits in about an hour on 2 CPU cores: one domain, one size, one seed, the benign cell and four
-    attacks at k = 10 (five fine-tunes, plus one benign control of the same size, cached afterwards)."""
-    cells = [Cell("support", 100, 0)]
-    cells += [Cell("support", 100, 0, attack, 10) for attack in ("plain", "identity", "multiturn", "preamble")]
-    return cells
+    """About an hour on 2 CPU cores: 100 lines, seed 0; trivia benign and with four attacks at k = 10, and
+    support benign (its Bitext requests are the ones screening flags most; docs/calibration.md). Six
+    fine-tunes, plus one benign control of their size (128 examples), cached afterwards."""
+    cells = [Cell("trivia", 100, 0)]
+    cells += [Cell("trivia", 100, 0, attack, 10) for attack in ("plain", "identity", "multiturn", "preamble")]
+    return cells + [Cell("support", 100, 0)]
 
 
 def full_grid(domains: Iterable[str] | None = None) -> list[Cell]:
@@ -275,7 +276,6 @@ class Harness:
 
             settings = get_settings()
             decoding = default_decoding().to_dict()
-            decoding.pop("batch_size", None)  # how many prompts share a batch does not change greedy outputs
             policy = load_policy(self.policy)
             self._context = {
                 "base": base_identity(self.base), "policy": {"name": policy.name, "hash": policy.hash},
@@ -383,9 +383,9 @@ class Harness:
             counts["errors"] += result["status"] == "error"
             timed.append(result["seconds"])
             left = len(todo) - i
-            eta = power_report.duration(sum(timed) / len(timed) * left) if left else "none"
-            self.log(f"[{i}/{len(todo)}] {describe(result)} in {power_report.duration(result['seconds'])}; "
-                     f"{left} left, about {eta} at this pace")
+            pace = (f"{left} left, about {power_report.duration(sum(timed) / len(timed) * left)} at this pace"
+                    if left else "none left")
+            self.log(f"[{i}/{len(todo)}] {describe(result)} in {power_report.duration(result['seconds'])}; {pace}")
             if on_result:
                 on_result()
         return counts

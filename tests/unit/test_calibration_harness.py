@@ -116,8 +116,9 @@ def test_grids_and_filters():
     assert {c.attack for c in full} == {power_data.BENIGN, *power_data.ATTACKS}
     assert {c.k for c in full if c.attack != power_data.BENIGN} == set(power.KS)
     both = power.select(small, modes=("dataset", "adapter"), attacks=("benign", "plain"))
-    assert [(c.attack, c.mode) for c in both] == [("benign", "dataset"), ("plain", "dataset"),
-                                                 ("benign", "adapter"), ("plain", "adapter")]
+    assert [(c.domain, c.attack, c.mode) for c in both] == [
+        ("trivia", "benign", "dataset"), ("trivia", "plain", "dataset"), ("support", "benign", "dataset"),
+        ("trivia", "benign", "adapter"), ("trivia", "plain", "adapter"), ("support", "benign", "adapter")]
 
 
 # ---------------------------------------------------------------------------------------------- report
