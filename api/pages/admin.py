@@ -1,0 +1,235 @@
+"""The admin pages: workers and queue health, API tokens (create, shown once; revoke), users and roles
+(add, set a password, change role or deactivate), and the catalogue of base models and policies."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, Request
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api import admin as admin_api
+from api.deps import get_db
+from api.errors import ApiError
+from api.pages.submissions import STATUS_CHOICES
+from api.pages.web import flash, page_admin, redirect, render, require_csrf
+from api.views import submission_summary, token_view, user_view
+from models import TERMINAL, ApiToken, Role, StageRun, Submission, User, utcnow
+from services import catalog
+from services.auth import Principal
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/admin")
+def admin_home(principal: Principal = Depends(page_admin)):
+    return redirect("/admin/health")
+
+
+@router.get("/admin/tokens")
+def admin_tokens(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    return _tokens_page(request, db)
+
+
+def _tokens_page(request: Request, db: Session, created: dict | None = None, error: str | None = None,
+                 form: dict | None = None, status_code: int = 200):
+    tokens = [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id.desc()))]
+    users = [user_view(u) for u in db.scalars(select(User).order_by(User.email))]
+    return render(request, "admin_tokens.html", {
+        "tokens": tokens, "users": users, "created": created, "error": error, "form": form or {},
+        "roles": [r.value for r in Role], "section": "tokens"}, status_code=status_code)
+
+
+@router.post("/admin/tokens")
+def admin_token_create(request: Request, name: str = Form(""), email: str = Form(""), role: str = Form("submitter"),
+                       organisation: str = Form("default"), csrf: str = Form(""),
+                       principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    require_csrf(request, csrf)
+    form = {"name": name, "email": email, "role": role, "organisation": organisation}
+    try:
+        body = admin_api.TokenIn(name=name.strip(), email=email.strip() or None, role=role,
+                                 organisation=organisation.strip() or "default")
+        created = admin_api.add_token(body, principal, db)
+    except ValidationError as e:
+        err = e.errors()[0]
+        return _tokens_page(request, db, error=f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}",
+                            form=form, status_code=422)
+    except ApiError as e:
+        return _tokens_page(request, db, error=e.message, form=form, status_code=e.status)
+    return _tokens_page(request, db, created=created)
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+def admin_token_revoke(request: Request, token_id: int, csrf: str = Form(""),
+                       principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    require_csrf(request, csrf)
+    try:
+        t = admin_api.revoke_token(token_id, principal, db)
+        flash(request, f"Token {t['prefix']}… ({t['name']}) is revoked.", "ok")
+    except ApiError as e:
+        flash(request, e.message, "error")
+    return redirect("/admin/tokens")
+
+
+@router.get("/admin/users")
+def admin_users(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    return _users_page(request, db)
+
+
+def _users_page(request: Request, db: Session, error: str | None = None, form: dict | None = None,
+                status_code: int = 200):
+    users = [user_view(u) for u in db.scalars(select(User).order_by(User.role, User.email))]
+    counts = dict(db.execute(select(Submission.user_id, func.count()).group_by(Submission.user_id)).all())
+    for u in users:
+        u["n_submissions"] = counts.get(u["id"], 0)
+    return render(request, "admin_users.html", {"users": users, "roles": [r.value for r in Role], "error": error,
+                                                "form": form or {}, "section": "users"}, status_code=status_code)
+
+
+@router.post("/admin/users")
+def admin_user_create(request: Request, email: str = Form(""), role: str = Form("submitter"),
+                      organisation: str = Form("default"), password: str = Form(""), csrf: str = Form(""),
+                      principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    require_csrf(request, csrf)
+    form = {"email": email, "role": role, "organisation": organisation}
+    try:
+        body = admin_api.UserIn(email=email.strip(), role=role, organisation=organisation.strip() or "default",
+                                password=password or None)
+        user = admin_api.add_user(body, principal, db)
+    except ValidationError as e:
+        err = e.errors()[0]
+        return _users_page(request, db, error=f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}",
+                           form=form, status_code=422)
+    except ApiError as e:
+        return _users_page(request, db, error=e.message, form=form, status_code=e.status)
+    flash(request, f"User {user['email']} ({user['role']}) created.", "ok")
+    return redirect("/admin/users")
+
+
+@router.post("/admin/users/{user_id}/password")
+def admin_user_password(request: Request, user_id: int, password: str = Form(""), csrf: str = Form(""),
+                        principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    require_csrf(request, csrf)
+    try:
+        body = admin_api.PasswordIn(password=password)
+        u = admin_api.set_password(user_id, body, principal, db, request.app.state.settings)
+        flash(request, f"Password of {u['email']} set.", "ok")
+    except ValidationError as e:
+        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
+    except ApiError as e:
+        flash(request, e.message, "error")
+    return redirect("/admin/users")
+
+
+@router.post("/admin/users/{user_id}/access")
+def admin_user_access(request: Request, user_id: int, role: str = Form(""), active: str = Form(""),
+                      csrf: str = Form(""), principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    """Role and active flag of one user, from the users page (the same route function as the API's PATCH)."""
+    require_csrf(request, csrf)
+    try:
+        body = admin_api.UserAccessIn(role=role or None, is_active=active == "yes")
+        u = admin_api.change_user_access(user_id, body, principal, db)
+        flash(request, f"{u['email']}: {u['role']}, {'active' if u['is_active'] else 'deactivated'}.", "ok")
+    except ValidationError as e:
+        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
+    except ApiError as e:
+        flash(request, e.message, "error")
+    return redirect("/admin/users")
+
+
+@router.get("/admin/catalog")
+def admin_catalog(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    return _catalog_page(request, db)
+
+
+def _catalog_page(request: Request, db: Session, error: str | None = None, form: dict | None = None,
+                  status_code: int = 200):
+    settings = request.app.state.settings
+    return render(request, "admin_catalog.html", {
+        "bases": catalog.list_bases(db), "policies": catalog.list_policies(), "suites": catalog.list_suites(),
+        "default_base": settings.default_base, "default_policy": settings.default_policy, "error": error,
+        "form": form or {}, "section": "catalog"}, status_code=status_code)
+
+
+@router.post("/admin/bases")
+def admin_base_create(request: Request, name: str = Form(""), source: str = Form(""), description: str = Form(""),
+                      csrf: str = Form(""), principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    require_csrf(request, csrf)
+    form = {"name": name, "source": source, "description": description}
+    try:
+        body = admin_api.BaseIn(name=name.strip(), source=source.strip(), description=description.strip())
+        admin_api.add_base(body, principal, db)
+    except ValidationError as e:
+        err = e.errors()[0]
+        return _catalog_page(request, db, error=f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}",
+                             form=form, status_code=422)
+    except ApiError as e:
+        return _catalog_page(request, db, error=e.message, form=form, status_code=e.status)
+    catalog.clear_cache()
+    flash(request, f"Base {name.strip()} registered.", "ok")
+    return redirect("/admin/catalog")
+
+
+@router.get("/admin/health")
+def admin_health(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+    from api import health
+    from services.db import ping
+
+    app = request.app
+    settings = app.state.settings
+    checks: dict[str, str] = {}
+    for name, fn in (("database", lambda: ping(settings.resolved_database_url)),
+                     ("broker", lambda: health.broker_check(app)), ("storage", app.state.storage.check)):
+        try:
+            fn()
+            checks[name] = "ok"
+        except Exception as e:  # noqa: BLE001 - shown on the page
+            checks[name] = f"error: {type(e).__name__}: {e}"[:300]
+    try:
+        depths: dict[str, int] | None = health.queue_depths(app)
+    except Exception:  # noqa: BLE001 - the broker is away: shown as unknown
+        depths = None
+    counts = dict(db.execute(select(Submission.status, func.count()).group_by(Submission.status)).all())
+    now = utcnow()
+    lost_after = settings.lost_worker_seconds
+    running = []
+    for r, sub in db.execute(select(StageRun, Submission).join(Submission, Submission.id == StageRun.submission_id)
+                             .where(StageRun.status == "running").order_by(StageRun.started_at)).all():
+        beat = r.heartbeat_at or r.started_at
+        age = (now - beat).total_seconds() if beat else None
+        running.append({"worker": r.worker, "stage": r.stage, "attempt": r.attempt, "submission": sub.id,
+                        "name": sub.name, "started_at": r.started_at, "heartbeat_age": age,
+                        "stale": age is not None and age > lost_after, "progress": sub.progress_message})
+    workers = []
+    for worker, last, n in db.execute(
+            select(StageRun.worker, func.max(func.coalesce(StageRun.heartbeat_at, StageRun.started_at)), func.count())
+            .group_by(StageRun.worker).order_by(func.max(StageRun.started_at).desc()).limit(20)).all():
+        workers.append({"worker": worker, "last_seen": last, "runs": n})
+    durations = []
+    for stage, started, finished in db.execute(
+            select(StageRun.stage, StageRun.started_at, StageRun.finished_at)
+            .where(StageRun.status == "succeeded", StageRun.finished_at.is_not(None))
+            .order_by(StageRun.id.desc()).limit(500)).all():
+        durations.append((stage, (finished - started).total_seconds()))
+    by_stage: dict[str, list[float]] = {}
+    for stage, d in durations:
+        by_stage.setdefault(stage, []).append(d)
+    stage_stats = [{"stage": s, "n": len(v), "mean": sum(v) / len(v), "max": max(v)}
+                   for s, v in sorted(by_stage.items())]
+    failures = [submission_summary(s) for s in db.scalars(
+        select(Submission).where(Submission.status.in_(["failed", "rejected"]))
+        .order_by(Submission.updated_at.desc()).limit(10))]
+    waiting_enqueue = db.scalar(select(func.count()).select_from(Submission).where(
+        Submission.status.not_in([s.value for s in TERMINAL]), Submission.claim_token.is_(None)))
+    return render(request, "admin_health.html", {
+        "checks": checks, "depths": depths, "counts": counts, "statuses": STATUS_CHOICES, "running": running,
+        "workers": workers, "stage_stats": stage_stats, "failures": failures, "waiting": waiting_enqueue,
+        "lost_after": lost_after, "section": "health", "broker_url": _redact(settings.resolved_broker_url),
+    })
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,178 @@
+"""The submitter's pages: the upload form and its XHR, my submissions (filter and search), a submission's
+page (status, verdict, charts, drift) with its report download, and cancelling."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from api import submissions as submissions_api
+from api.deps import get_db, load_submission, session_principal, visible_submissions
+from api.errors import ApiError
+from api.pages.charts import asr_chart, pair_chart
+from api.pages.report_view import STATUS_WORDS, drift_rows, headline, plain_verdict, stage_steps
+from api.pages.web import (
+    CSRF_HEADER,
+    PageNotFound,
+    csrf_ok,
+    flash,
+    page_principal,
+    redirect,
+    render,
+    require_csrf,
+)
+from api.views import submission_detail, submission_summary
+from models import TERMINAL, Submission, SubmissionStatus, User, Verdict
+from services import catalog
+from services.auth import Principal
+
+router = APIRouter(include_in_schema=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# upload
+@router.get("/upload")
+def upload_form(request: Request, principal: Principal = Depends(page_principal), db: Session = Depends(get_db)):
+    settings = request.app.state.settings
+    from api.uploads import ADAPTER_SUFFIXES, DATASET_SUFFIXES
+
+    bases = catalog.list_bases(db)
+    policies = catalog.list_policies() or []
+    return render(request, "upload.html", {
+        "bases": bases, "policies": policies, "default_base": settings.default_base,
+        "default_policy": settings.default_policy, "max_bytes": settings.max_upload_bytes,
+        "adapter_suffixes": ADAPTER_SUFFIXES, "dataset_suffixes": DATASET_SUFFIXES,
+    })
+
+
+@router.post("/upload")
+async def upload(request: Request):
+    """The upload XHR: the CSRF header, then the API's own intake (streaming, limits, dedup, enqueue)."""
+    with request.app.state.sessionmaker() as db:
+        principal = session_principal(request, db)
+    if principal is None:
+        return JSONResponse({"code": "unauthenticated", "message": "Your session ended; sign in again."}, 401)
+    if not csrf_ok(request, request.headers.get(CSRF_HEADER)):
+        return JSONResponse({"code": "csrf_failed",
+                             "message": "The page expired (CSRF check failed); reload it and try again."}, 403)
+    resp = await submissions_api.create_submission(request, principal)
+    return resp
+
+
+# ----------------------------------------------------------------------------------------------------------
+# my submissions
+STATUS_CHOICES = [s.value for s in SubmissionStatus]
+VERDICT_CHOICES = ("approve", "block", "review")
+
+
+@router.get("/submissions")
+def my_submissions(request: Request, q: str = "", status: str = "", verdict: str = "", scope: str = "mine",
+                   principal: Principal = Depends(page_principal), db: Session = Depends(get_db)):
+    stmt = visible_submissions(principal)
+    if scope != "all":
+        scope = "mine"
+        stmt = stmt.where(Submission.user_id == principal.user_id)
+    if status in STATUS_CHOICES:
+        stmt = stmt.where(Submission.status == status)
+    else:
+        status = ""
+    if verdict in VERDICT_CHOICES:
+        stmt = _where_final_decision(stmt, verdict)
+    else:
+        verdict = ""
+    q = q.strip()[:200]
+    if q:
+        like = f"%{q.lower()}%"
+        stmt = stmt.where(or_(func.lower(Submission.name).like(like), func.lower(Submission.filename).like(like),
+                              Submission.id.like(f"{q.lower()}%"), Submission.artifact_sha256.like(f"{q.lower()}%")))
+    total = db.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = db.scalars(stmt.order_by(Submission.created_at.desc(), Submission.id).limit(200)).all()
+    items = [submission_summary(s) for s in rows]
+    return render(request, "submissions.html", {
+        "items": items, "total": total, "q": q, "status": status, "verdict": verdict, "scope": scope,
+        "status_choices": STATUS_CHOICES, "verdict_choices": VERDICT_CHOICES,
+    })
+
+
+def _where_final_decision(stmt, decision: str):
+    """The decision as the gate says it now: the review if there is one, else the automatic verdict."""
+    reviewed = {"approve": "approved", "block": "blocked"}.get(decision)
+    if decision == "review":
+        return stmt.where(Submission.decision == "review", or_(Submission.review_state.is_(None),
+                                                               Submission.review_state == "pending"))
+    return stmt.where(or_(Submission.review_state == reviewed,
+                          (Submission.decision == decision) & or_(Submission.review_state.is_(None),
+                                                                  Submission.review_state == "pending")))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one submission
+def submission_context(request: Request, db: Session, sub: Submission) -> dict:
+    """What the submission page shows (the review page shows it too, and more)."""
+    detail = submission_detail(db, sub)
+    verdict_row = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
+    report = verdict_row.report if verdict_row is not None and isinstance(verdict_row.report, dict) else None
+    metrics = (report or {}).get("metrics") or {}
+    owner = db.get(User, sub.user_id) if sub.user_id else None
+    return {
+        "sub": detail, "report": report, "metrics": metrics, "plain": plain_verdict(detail),
+        "headline": headline(metrics) if metrics else None, "asr_chart": asr_chart(metrics, 560) if metrics else None,
+        "asr_chart_narrow": asr_chart(metrics, 330) if metrics else None,
+        "pairs": [c for c in (
+            pair_chart(metrics.get("overrefusal"), "Over-refusal of safe prompts", "lower is better"),
+            pair_chart(metrics.get("knowledge_accuracy"), "Knowledge accuracy (factual QA)", "higher is better"),
+        ) if c],
+        "drift": drift_rows(metrics), "steps": stage_steps(detail), "status_words": STATUS_WORDS,
+        "terminal": detail["status"] in {s.value for s in TERMINAL}, "owner": owner.email if owner else None,
+        "findings": ((report or {}).get("inspection") or {}).get("findings") or detail.get("findings") or [],
+        "screening": ((report or {}).get("inspection") or {}).get("screening")
+        or ((sub.inspection or {}).get("screening") if isinstance(sub.inspection, dict) else None),
+    }
+
+
+def load_visible(db: Session, submission_id: str, principal: Principal) -> Submission:
+    """The submission if this user may see it, else the 404 page."""
+    try:
+        return load_submission(db, submission_id, principal)
+    except ApiError:
+        raise PageNotFound(f"There is no submission {submission_id} you can see.") from None
+
+
+@router.get("/submissions/{submission_id}")
+def submission_page(request: Request, submission_id: str, principal: Principal = Depends(page_principal),
+                    db: Session = Depends(get_db)):
+    sub = load_visible(db, submission_id, principal)
+    ctx = submission_context(request, db, sub)
+    return render(request, "submission.html", ctx)
+
+
+@router.get("/submissions/{submission_id}/report.json")
+def report_download(request: Request, submission_id: str, principal: Principal = Depends(page_principal),
+                    db: Session = Depends(get_db)):
+    sub = load_visible(db, submission_id, principal)
+    row = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
+    if row is None:
+        return JSONResponse({"code": "not_ready", "message": f"submission {sub.id} is {sub.status}; "
+                             "the report exists once it is done"}, status_code=409)
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (sub.name or sub.id))[:80]
+    return JSONResponse(row.report, headers={
+        "Content-Disposition": f"attachment; filename=\"ftgate-report-{name}-{sub.id[:8]}.json\"",
+        "Cache-Control": "no-store"})
+
+
+@router.post("/submissions/{submission_id}/cancel")
+def cancel(request: Request, submission_id: str, csrf: str = Form(""), principal: Principal = Depends(page_principal),
+           db: Session = Depends(get_db)):
+    require_csrf(request, csrf)
+    try:
+        submissions_api.cancel_submission(submission_id, principal, db)
+        flash(request, "The submission was cancelled.")
+    except ApiError as e:
+        if e.status == 404:
+            raise PageNotFound(e.message) from None
+        flash(request, e.message, "error")
+    return redirect(f"/submissions/{quote(submission_id)}")
