@@ -12,7 +12,6 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import forbidden, not_found, unauthenticated
@@ -134,14 +133,6 @@ def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -
     if not principal.is_admin:
         raise forbidden("this needs the admin role")
     return principal
-
-
-def visible_submissions(principal: Principal):
-    """A SELECT of the submissions this caller may see: staff see all, submitters their organisation's."""
-    stmt = select(Submission)
-    if not principal.is_staff:
-        stmt = stmt.where(Submission.organisation_id == principal.organisation_id)
-    return stmt
 
 
 def load_submission(db: Session, submission_id: str, principal: Principal) -> Submission:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, Request
 from pydantic import ValidationError
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import admin as admin_api
@@ -14,8 +13,8 @@ from api.errors import ApiError
 from api.pages.submissions import STATUS_CHOICES
 from api.pages.web import flash, page_admin, redirect, render, require_csrf
 from api.views import submission_summary, token_view, user_view
-from models import TERMINAL, ApiToken, Role, StageRun, Submission, User, utcnow
-from services import catalog
+from models import Role, utcnow
+from services import catalog, queries
 from services.auth import Principal
 
 router = APIRouter(include_in_schema=False)
@@ -33,8 +32,8 @@ def admin_tokens(request: Request, principal: Principal = Depends(page_admin), d
 
 def _tokens_page(request: Request, db: Session, created: dict | None = None, error: str | None = None,
                  form: dict | None = None, status_code: int = 200):
-    tokens = [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id.desc()))]
-    users = [user_view(u) for u in db.scalars(select(User).order_by(User.email))]
+    tokens = [token_view(t) for t in queries.list_tokens(db, newest_first=True)]
+    users = [user_view(u) for u in queries.list_users(db, order="email")]
     return render(request, "admin_tokens.html", {
         "tokens": tokens, "users": users, "created": created, "error": error, "form": form or {},
         "roles": [r.value for r in Role], "section": "tokens"}, status_code=status_code)
@@ -78,8 +77,8 @@ def admin_users(request: Request, principal: Principal = Depends(page_admin), db
 
 def _users_page(request: Request, db: Session, error: str | None = None, form: dict | None = None,
                 status_code: int = 200):
-    users = [user_view(u) for u in db.scalars(select(User).order_by(User.role, User.email))]
-    counts = dict(db.execute(select(Submission.user_id, func.count()).group_by(Submission.user_id)).all())
+    users = [user_view(u) for u in queries.list_users(db, order="role")]
+    counts = queries.submission_counts_by_user(db)
     for u in users:
         u["n_submissions"] = counts.get(u["id"], 0)
     return render(request, "admin_users.html", {"users": users, "roles": [r.value for r in Role], "error": error,
@@ -189,38 +188,24 @@ def admin_health(request: Request, principal: Principal = Depends(page_admin), d
         depths: dict[str, int] | None = health.queue_depths(app)
     except Exception:  # noqa: BLE001 - the broker is away: shown as unknown
         depths = None
-    counts = dict(db.execute(select(Submission.status, func.count()).group_by(Submission.status)).all())
+    counts = queries.submission_counts_by_status(db)
     now = utcnow()
     lost_after = settings.lost_worker_seconds
     running = []
-    for r, sub in db.execute(select(StageRun, Submission).join(Submission, Submission.id == StageRun.submission_id)
-                             .where(StageRun.status == "running").order_by(StageRun.started_at)).all():
+    for r, sub in queries.running_stages(db):
         beat = r.heartbeat_at or r.started_at
         age = (now - beat).total_seconds() if beat else None
         running.append({"worker": r.worker, "stage": r.stage, "attempt": r.attempt, "submission": sub.id,
                         "name": sub.name, "started_at": r.started_at, "heartbeat_age": age,
                         "stale": age is not None and age > lost_after, "progress": sub.progress_message})
-    workers = []
-    for worker, last, n in db.execute(
-            select(StageRun.worker, func.max(func.coalesce(StageRun.heartbeat_at, StageRun.started_at)), func.count())
-            .group_by(StageRun.worker).order_by(func.max(StageRun.started_at).desc()).limit(20)).all():
-        workers.append({"worker": worker, "last_seen": last, "runs": n})
-    durations = []
-    for stage, started, finished in db.execute(
-            select(StageRun.stage, StageRun.started_at, StageRun.finished_at)
-            .where(StageRun.status == "succeeded", StageRun.finished_at.is_not(None))
-            .order_by(StageRun.id.desc()).limit(500)).all():
-        durations.append((stage, (finished - started).total_seconds()))
+    workers = queries.workers_seen(db)
     by_stage: dict[str, list[float]] = {}
-    for stage, d in durations:
-        by_stage.setdefault(stage, []).append(d)
+    for stage, seconds in queries.stage_durations(db, limit=500):
+        by_stage.setdefault(stage, []).append(seconds)
     stage_stats = [{"stage": s, "n": len(v), "mean": sum(v) / len(v), "max": max(v)}
                    for s, v in sorted(by_stage.items())]
-    failures = [submission_summary(s) for s in db.scalars(
-        select(Submission).where(Submission.status.in_(["failed", "rejected"]))
-        .order_by(Submission.updated_at.desc()).limit(10))]
-    waiting_enqueue = db.scalar(select(func.count()).select_from(Submission).where(
-        Submission.status.not_in([s.value for s in TERMINAL]), Submission.claim_token.is_(None)))
+    failures = [submission_summary(s) for s in queries.recent_failures(db)]
+    waiting_enqueue = queries.count_unclaimed(db)
     return render(request, "admin_health.html", {
         "checks": checks, "depths": depths, "counts": counts, "statuses": STATUS_CHOICES, "running": running,
         "workers": workers, "stage_stats": stage_stats, "failures": failures, "waiting": waiting_enqueue,

@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api import submissions as submissions_api
@@ -18,7 +17,8 @@ from api.pages.report_view import key_numbers
 from api.pages.submissions import load_visible, submission_context
 from api.pages.web import PageNotFound, flash, page_reviewer, redirect, render, require_csrf
 from api.views import event_view, submission_summary
-from models import TERMINAL, AuditEvent, Sample, Submission, User, Verdict
+from models import Submission, Verdict
+from services import queries
 from services.auth import Principal
 
 router = APIRouter(include_in_schema=False)
@@ -37,25 +37,14 @@ QUEUE_SORTS = {
 @router.get("/review")
 def review_queue(request: Request, sort: str = "", order: str = "", show: str = "all",
                  principal: Principal = Depends(page_reviewer), db: Session = Depends(get_db)):
-    waiting_q = (select(Submission, Verdict).join(Verdict, Verdict.submission_id == Submission.id)
-                 .where(Submission.status == "done", Submission.decision == "review",
-                        or_(Submission.review_state.is_(None), Submission.review_state == "pending"))
-                 .order_by(Submission.finished_at.asc()).limit(500))
-    decided_q = (select(Submission, Verdict).outerjoin(Verdict, Verdict.submission_id == Submission.id)
-                 .where(Submission.status.in_(["done", "rejected"]),
-                        or_(Submission.decision.is_(None), Submission.decision != "review",
-                            Submission.review_state.in_(["approved", "blocked"])))
-                 .order_by(Submission.updated_at.desc()).limit(100))
-
     def row(sub: Submission, v: Verdict | None, group: str) -> dict:
         report = v.report if v is not None and isinstance(v.report, dict) else None
         return {"sub": submission_summary(sub), "numbers": key_numbers(report), "group": group,
                 "reasons": (v.reasons if v is not None else []) or []}
 
-    waiting = [row(s, v, "waiting") for s, v in db.execute(waiting_q).all()]
-    decided = [] if show == "waiting" else [row(s, v, "decided") for s, v in db.execute(decided_q).all()]
-    running = db.scalar(select(func.count()).select_from(Submission).where(
-        Submission.status.not_in([s.value for s in TERMINAL])))
+    waiting = [row(s, v, "waiting") for s, v in queries.awaiting_review(db)]
+    decided = [] if show == "waiting" else [row(s, v, "decided") for s, v in queries.recently_decided(db)]
+    running = queries.count_unfinished(db)
     if sort in QUEUE_SORTS:
         reverse = order != "asc"
         waiting.sort(key=QUEUE_SORTS[sort], reverse=reverse)
@@ -69,21 +58,16 @@ def review_queue(request: Request, sort: str = "", order: str = "", show: str = 
 def _actor_names(db: Session, events: list[dict]) -> dict[str, str]:
     ids = {int(e["actor"].split(":", 1)[1]) for e in events
            if (e.get("actor") or "").startswith("user:") and e["actor"].split(":", 1)[1].isdigit()}
-    if not ids:
-        return {}
-    return {f"user:{u.id}": u.email for u in db.scalars(select(User).where(User.id.in_(ids)))}
+    return {f"user:{user_id}": email for user_id, email in queries.emails_of(db, ids).items()}
 
 
 def _flipped(db: Session, sub: Submission, report: dict | None) -> tuple[list[dict], int]:
     """Prompts the base refused and the candidate answered: from the stored samples, else the report's top 5."""
-    stmt = (select(Sample).where(Sample.submission_id == sub.id, Sample.base_label != Sample.candidate_label,
-                                 Sample.candidate_label == "compliance").order_by(Sample.id))
-    rows = db.scalars(stmt.limit(50)).all()
-    if rows:
-        total = db.scalar(select(func.count()).select_from(stmt.subquery()))
+    found = queries.list_samples(db, sub.id, changed=True, candidate_label="compliance", limit=50)
+    if found.items:
         return [{"suite": r.suite, "item_id": r.item_id, "prompt": r.prompt, "category": r.category,
                  "base_response": r.base_response, "candidate_response": r.candidate_response,
-                 "base_label": r.base_label, "candidate_label": r.candidate_label} for r in rows], total
+                 "base_label": r.base_label, "candidate_label": r.candidate_label} for r in found.items], found.total
     flips = list((report or {}).get("flipped_examples") or [])
     return flips, int((report or {}).get("n_flipped") or len(flips))
 
@@ -94,8 +78,7 @@ def review_page(request: Request, submission_id: str, principal: Principal = Dep
     sub = load_visible(db, submission_id, principal)
     ctx = submission_context(request, db, sub)
     flips, n_flips = _flipped(db, sub, ctx["report"])
-    events = [event_view(e) for e in db.scalars(
-        select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id))]
+    events = [event_view(e) for e in queries.events_of(db, sub.id)]
     ctx.update(review_mode=True, flips=flips, n_flips=n_flips, events=events, actors=_actor_names(db, events),
                can_decide=sub.status == "done", reason="", own_submission=sub.user_id == principal.user_id)
     return render(request, "review.html", ctx)

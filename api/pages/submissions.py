@@ -7,11 +7,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api import submissions as submissions_api
-from api.deps import get_db, load_submission, session_principal, visible_submissions
+from api.deps import get_db, load_submission, session_principal
 from api.errors import ApiError
 from api.pages.charts import asr_chart, pair_chart
 from api.pages.report_view import STATUS_WORDS, drift_rows, headline, plain_verdict, stage_steps
@@ -26,9 +25,10 @@ from api.pages.web import (
     require_csrf,
 )
 from api.views import submission_detail, submission_summary
-from models import TERMINAL, Submission, SubmissionStatus, User, Verdict
-from services import catalog
+from models import TERMINAL, Submission, SubmissionStatus
+from services import catalog, queries
 from services.auth import Principal
+from services.queries import SubmissionFilter
 
 router = APIRouter(include_in_schema=False)
 
@@ -72,41 +72,17 @@ VERDICT_CHOICES = ("approve", "block", "review")
 @router.get("/submissions")
 def my_submissions(request: Request, q: str = "", status: str = "", verdict: str = "", scope: str = "mine",
                    principal: Principal = Depends(page_principal), db: Session = Depends(get_db)):
-    stmt = visible_submissions(principal)
-    if scope != "all":
-        scope = "mine"
-        stmt = stmt.where(Submission.user_id == principal.user_id)
-    if status in STATUS_CHOICES:
-        stmt = stmt.where(Submission.status == status)
-    else:
-        status = ""
-    if verdict in VERDICT_CHOICES:
-        stmt = _where_final_decision(stmt, verdict)
-    else:
-        verdict = ""
+    scope = "all" if scope == "all" else "mine"
+    status = status if status in STATUS_CHOICES else ""
+    verdict = verdict if verdict in VERDICT_CHOICES else ""
     q = q.strip()[:200]
-    if q:
-        like = f"%{q.lower()}%"
-        stmt = stmt.where(or_(func.lower(Submission.name).like(like), func.lower(Submission.filename).like(like),
-                              Submission.id.like(f"{q.lower()}%"), Submission.artifact_sha256.like(f"{q.lower()}%")))
-    total = db.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = db.scalars(stmt.order_by(Submission.created_at.desc(), Submission.id).limit(200)).all()
-    items = [submission_summary(s) for s in rows]
+    where = SubmissionFilter(user_id=principal.user_id if scope == "mine" else None, status=status or None,
+                             final_decision=verdict or None, search=q or None)
+    found = queries.list_submissions(db, principal, where, limit=200)
     return render(request, "submissions.html", {
-        "items": items, "total": total, "q": q, "status": status, "verdict": verdict, "scope": scope,
-        "status_choices": STATUS_CHOICES, "verdict_choices": VERDICT_CHOICES,
+        "items": [submission_summary(s) for s in found.items], "total": found.total, "q": q, "status": status,
+        "verdict": verdict, "scope": scope, "status_choices": STATUS_CHOICES, "verdict_choices": VERDICT_CHOICES,
     })
-
-
-def _where_final_decision(stmt, decision: str):
-    """The decision as the gate says it now: the review if there is one, else the automatic verdict."""
-    reviewed = {"approve": "approved", "block": "blocked"}.get(decision)
-    if decision == "review":
-        return stmt.where(Submission.decision == "review", or_(Submission.review_state.is_(None),
-                                                               Submission.review_state == "pending"))
-    return stmt.where(or_(Submission.review_state == reviewed,
-                          (Submission.decision == decision) & or_(Submission.review_state.is_(None),
-                                                                  Submission.review_state == "pending")))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,10 +90,9 @@ def _where_final_decision(stmt, decision: str):
 def submission_context(request: Request, db: Session, sub: Submission) -> dict:
     """What the submission page shows (the review page shows it too, and more)."""
     detail = submission_detail(db, sub)
-    verdict_row = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
+    verdict_row = queries.verdict_of(db, sub.id)
     report = verdict_row.report if verdict_row is not None and isinstance(verdict_row.report, dict) else None
     metrics = (report or {}).get("metrics") or {}
-    owner = db.get(User, sub.user_id) if sub.user_id else None
     return {
         "sub": detail, "report": report, "metrics": metrics, "plain": plain_verdict(detail),
         "headline": headline(metrics) if metrics else None, "asr_chart": asr_chart(metrics, 560) if metrics else None,
@@ -127,7 +102,7 @@ def submission_context(request: Request, db: Session, sub: Submission) -> dict:
             pair_chart(metrics.get("knowledge_accuracy"), "Knowledge accuracy (factual QA)", "higher is better"),
         ) if c],
         "drift": drift_rows(metrics), "steps": stage_steps(detail), "status_words": STATUS_WORDS,
-        "terminal": detail["status"] in {s.value for s in TERMINAL}, "owner": owner.email if owner else None,
+        "terminal": detail["status"] in {s.value for s in TERMINAL}, "owner": detail["submitted_by"],
         "findings": ((report or {}).get("inspection") or {}).get("findings") or detail.get("findings") or [],
         "screening": ((report or {}).get("inspection") or {}).get("screening")
         or ((sub.inspection or {}).get("screening") if isinstance(sub.inspection, dict) else None),
@@ -154,7 +129,7 @@ def submission_page(request: Request, submission_id: str, principal: Principal =
 def report_download(request: Request, submission_id: str, principal: Principal = Depends(page_principal),
                     db: Session = Depends(get_db)):
     sub = load_visible(db, submission_id, principal)
-    row = db.scalar(select(Verdict).where(Verdict.submission_id == sub.id))
+    row = queries.verdict_of(db, sub.id)
     if row is None:
         return JSONResponse({"code": "not_ready", "message": f"submission {sub.id} is {sub.status}; "
                              "the report exists once it is done"}, status_code=409)
