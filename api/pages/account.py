@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Form, Request
 
 from api import account as account_api
-from api.deps import get_db, session_principal, session_user, start_session
+from api.deps import DbSession, session_principal, session_user, start_session
 from api.pages.web import csrf_ok, csrf_token, flash, redirect, render, require_csrf, safe_next
 from api.serve import discard_initial_credentials
 from services.auth import principal_of
@@ -16,7 +15,7 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
-def home(request: Request, db: Session = Depends(get_db)):
+def home(request: Request, db: DbSession):
     principal = session_principal(request, db)
     if principal is None:
         return redirect("/login")
@@ -24,15 +23,15 @@ def home(request: Request, db: Session = Depends(get_db)):
 
 
 @router.get("/login")
-def login_form(request: Request, next: str = "/", db: Session = Depends(get_db)):
+def login_form(request: Request, db: DbSession, next: str = "/"):
     if session_principal(request, db) is not None:
         return redirect(safe_next(next))
     return render(request, "login.html", {"next": safe_next(next), "email": ""})
 
 
 @router.post("/login")
-def login(request: Request, email: str = Form(""), password: str = Form(""), csrf: str = Form(""),
-          next: str = Form("/"), db: Session = Depends(get_db)):
+def login(request: Request, db: DbSession, email: str = Form(""), password: str = Form(""),
+          csrf: str = Form(""), next: str = Form("/")):
     if not csrf_ok(request, csrf):
         return render(request, "login.html", {"next": safe_next(next), "email": email,
                                               "error": "The sign-in form expired; please try again."}, status_code=403)
@@ -57,7 +56,7 @@ def login(request: Request, email: str = Form(""), password: str = Form(""), csr
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: str = Form(""), db: Session = Depends(get_db)):
+def logout(request: Request, db: DbSession, csrf: str = Form("")):
     """Signing out ends every session of the user, not only this browser's: a copied cookie must not
     outlive the sign-out (the cookie is stateless; only its version ties it to the account)."""
     require_csrf(request, csrf)

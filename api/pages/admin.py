@@ -3,30 +3,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api import admin as admin_api
-from api.deps import get_db
+from api.deps import DbSession
 from api.errors import ApiError
 from api.pages.submissions import STATUS_CHOICES
-from api.pages.web import flash, page_admin, redirect, render, require_csrf
+from api.pages.web import PageAdmin, flash, redirect, render, require_csrf
 from api.views import submission_summary, token_view, user_view
 from models import Role, utcnow
 from services import catalog, queries
-from services.auth import Principal
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/admin")
-def admin_home(principal: Principal = Depends(page_admin)):
+def admin_home(principal: PageAdmin):
     return redirect("/admin/health")
 
 
 @router.get("/admin/tokens")
-def admin_tokens(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_tokens(request: Request, principal: PageAdmin, db: DbSession):
     return _tokens_page(request, db)
 
 
@@ -40,9 +39,9 @@ def _tokens_page(request: Request, db: Session, created: dict | None = None, err
 
 
 @router.post("/admin/tokens")
-def admin_token_create(request: Request, name: str = Form(""), email: str = Form(""), role: str = Form("submitter"),
-                       organisation: str = Form("default"), csrf: str = Form(""),
-                       principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_token_create(request: Request, principal: PageAdmin, db: DbSession, name: str = Form(""),
+                       email: str = Form(""), role: str = Form("submitter"),
+                       organisation: str = Form("default"), csrf: str = Form("")):
     require_csrf(request, csrf)
     form = {"name": name, "email": email, "role": role, "organisation": organisation}
     try:
@@ -59,8 +58,8 @@ def admin_token_create(request: Request, name: str = Form(""), email: str = Form
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
-def admin_token_revoke(request: Request, token_id: int, csrf: str = Form(""),
-                       principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_token_revoke(request: Request, token_id: int, principal: PageAdmin, db: DbSession,
+                       csrf: str = Form("")):
     require_csrf(request, csrf)
     try:
         t = admin_api.revoke_token(token_id, principal, db)
@@ -71,7 +70,7 @@ def admin_token_revoke(request: Request, token_id: int, csrf: str = Form(""),
 
 
 @router.get("/admin/users")
-def admin_users(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_users(request: Request, principal: PageAdmin, db: DbSession):
     return _users_page(request, db)
 
 
@@ -86,9 +85,9 @@ def _users_page(request: Request, db: Session, error: str | None = None, form: d
 
 
 @router.post("/admin/users")
-def admin_user_create(request: Request, email: str = Form(""), role: str = Form("submitter"),
-                      organisation: str = Form("default"), password: str = Form(""), csrf: str = Form(""),
-                      principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_user_create(request: Request, principal: PageAdmin, db: DbSession, email: str = Form(""),
+                      role: str = Form("submitter"), organisation: str = Form("default"),
+                      password: str = Form(""), csrf: str = Form("")):
     require_csrf(request, csrf)
     form = {"email": email, "role": role, "organisation": organisation}
     try:
@@ -106,8 +105,8 @@ def admin_user_create(request: Request, email: str = Form(""), role: str = Form(
 
 
 @router.post("/admin/users/{user_id}/password")
-def admin_user_password(request: Request, user_id: int, password: str = Form(""), csrf: str = Form(""),
-                        principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_user_password(request: Request, user_id: int, principal: PageAdmin, db: DbSession,
+                        password: str = Form(""), csrf: str = Form("")):
     require_csrf(request, csrf)
     try:
         body = admin_api.PasswordIn(password=password)
@@ -121,8 +120,8 @@ def admin_user_password(request: Request, user_id: int, password: str = Form("")
 
 
 @router.post("/admin/users/{user_id}/access")
-def admin_user_access(request: Request, user_id: int, role: str = Form(""), active: str = Form(""),
-                      csrf: str = Form(""), principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_user_access(request: Request, user_id: int, principal: PageAdmin, db: DbSession,
+                      role: str = Form(""), active: str = Form(""), csrf: str = Form("")):
     """Role and active flag of one user, from the users page (the same route function as the API's PATCH)."""
     require_csrf(request, csrf)
     try:
@@ -137,7 +136,7 @@ def admin_user_access(request: Request, user_id: int, role: str = Form(""), acti
 
 
 @router.get("/admin/catalog")
-def admin_catalog(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_catalog(request: Request, principal: PageAdmin, db: DbSession):
     return _catalog_page(request, db)
 
 
@@ -151,8 +150,8 @@ def _catalog_page(request: Request, db: Session, error: str | None = None, form:
 
 
 @router.post("/admin/bases")
-def admin_base_create(request: Request, name: str = Form(""), source: str = Form(""), description: str = Form(""),
-                      csrf: str = Form(""), principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_base_create(request: Request, principal: PageAdmin, db: DbSession, name: str = Form(""),
+                      source: str = Form(""), description: str = Form(""), csrf: str = Form("")):
     require_csrf(request, csrf)
     form = {"name": name, "source": source, "description": description}
     try:
@@ -170,7 +169,7 @@ def admin_base_create(request: Request, name: str = Form(""), source: str = Form
 
 
 @router.get("/admin/health")
-def admin_health(request: Request, principal: Principal = Depends(page_admin), db: Session = Depends(get_db)):
+def admin_health(request: Request, principal: PageAdmin, db: DbSession):
     from api import health
     from services.db import ping
 

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api import submissions as submissions_api
-from api.deps import get_db
+from api.deps import DbSession
 from api.errors import ApiError
 from api.pages.report_view import key_numbers
 from api.pages.submissions import load_visible, submission_context
-from api.pages.web import PageNotFound, flash, page_reviewer, redirect, render, require_csrf
+from api.pages.web import PageNotFound, PageReviewer, flash, redirect, render, require_csrf
 from api.views import event_view, submission_summary
 from models import Submission, Verdict
 from services import queries
-from services.auth import Principal
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,8 +34,8 @@ QUEUE_SORTS = {
 
 
 @router.get("/review")
-def review_queue(request: Request, sort: str = "", order: str = "", show: str = "all",
-                 principal: Principal = Depends(page_reviewer), db: Session = Depends(get_db)):
+def review_queue(request: Request, principal: PageReviewer, db: DbSession, sort: str = "", order: str = "",
+                 show: str = "all"):
     def row(sub: Submission, v: Verdict | None, group: str) -> dict:
         report = v.report if v is not None and isinstance(v.report, dict) else None
         return {"sub": submission_summary(sub), "numbers": key_numbers(report), "group": group,
@@ -73,10 +72,9 @@ def _flipped(db: Session, sub: Submission, report: dict | None) -> tuple[list[di
 
 
 @router.get("/review/{submission_id}")
-def review_page(request: Request, submission_id: str, principal: Principal = Depends(page_reviewer),
-                db: Session = Depends(get_db)):
+def review_page(request: Request, submission_id: str, principal: PageReviewer, db: DbSession):
     sub = load_visible(db, submission_id, principal)
-    ctx = submission_context(request, db, sub)
+    ctx = submission_context(db, sub)
     flips, n_flips = _flipped(db, sub, ctx["report"])
     events = [event_view(e) for e in queries.events_of(db, sub.id)]
     ctx.update(review_mode=True, flips=flips, n_flips=n_flips, events=events, actors=_actor_names(db, events),
@@ -85,9 +83,9 @@ def review_page(request: Request, submission_id: str, principal: Principal = Dep
 
 
 @router.post("/review/{submission_id}")
-def review_submit(request: Request, submission_id: str, decision: str = Form(""), reason: str = Form(""),
-                  override_reason: str = Form(""), csrf: str = Form(""), principal: Principal = Depends(page_reviewer),
-                  db: Session = Depends(get_db)):
+def review_submit(request: Request, submission_id: str, principal: PageReviewer, db: DbSession,
+                  decision: str = Form(""), reason: str = Form(""), override_reason: str = Form(""),
+                  csrf: str = Form("")):
     require_csrf(request, csrf)
     target = f"/review/{quote(submission_id)}"
     if decision not in ("approve", "block"):

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from api import submissions as submissions_api
-from api.deps import get_db, load_submission, session_principal
+from api.deps import DbSession, load_submission, session_principal
 from api.errors import ApiError
 from api.pages.charts import asr_chart, pair_chart
 from api.pages.report_view import STATUS_WORDS, drift_rows, headline, plain_verdict, stage_steps
 from api.pages.web import (
     CSRF_HEADER,
     PageNotFound,
+    PagePrincipal,
     csrf_ok,
     flash,
-    page_principal,
     redirect,
     render,
     require_csrf,
@@ -36,7 +36,7 @@ router = APIRouter(include_in_schema=False)
 # ----------------------------------------------------------------------------------------------------------
 # upload
 @router.get("/upload")
-def upload_form(request: Request, principal: Principal = Depends(page_principal), db: Session = Depends(get_db)):
+def upload_form(request: Request, principal: PagePrincipal, db: DbSession):
     settings = request.app.state.settings
     from api.uploads import ADAPTER_SUFFIXES, DATASET_SUFFIXES
 
@@ -70,8 +70,8 @@ VERDICT_CHOICES = ("approve", "block", "review")
 
 
 @router.get("/submissions")
-def my_submissions(request: Request, q: str = "", status: str = "", verdict: str = "", scope: str = "mine",
-                   principal: Principal = Depends(page_principal), db: Session = Depends(get_db)):
+def my_submissions(request: Request, principal: PagePrincipal, db: DbSession, q: str = "", status: str = "",
+                   verdict: str = "", scope: str = "mine"):
     scope = "all" if scope == "all" else "mine"
     status = status if status in STATUS_CHOICES else ""
     verdict = verdict if verdict in VERDICT_CHOICES else ""
@@ -87,7 +87,7 @@ def my_submissions(request: Request, q: str = "", status: str = "", verdict: str
 
 # ----------------------------------------------------------------------------------------------------------
 # one submission
-def submission_context(request: Request, db: Session, sub: Submission) -> dict:
+def submission_context(db: Session, sub: Submission) -> dict:
     """What the submission page shows (the review page shows it too, and more)."""
     detail = submission_detail(db, sub)
     verdict_row = queries.verdict_of(db, sub.id)
@@ -118,16 +118,14 @@ def load_visible(db: Session, submission_id: str, principal: Principal) -> Submi
 
 
 @router.get("/submissions/{submission_id}")
-def submission_page(request: Request, submission_id: str, principal: Principal = Depends(page_principal),
-                    db: Session = Depends(get_db)):
+def submission_page(request: Request, submission_id: str, principal: PagePrincipal, db: DbSession):
     sub = load_visible(db, submission_id, principal)
-    ctx = submission_context(request, db, sub)
+    ctx = submission_context(db, sub)
     return render(request, "submission.html", ctx)
 
 
 @router.get("/submissions/{submission_id}/report.json")
-def report_download(request: Request, submission_id: str, principal: Principal = Depends(page_principal),
-                    db: Session = Depends(get_db)):
+def report_download(request: Request, submission_id: str, principal: PagePrincipal, db: DbSession):
     sub = load_visible(db, submission_id, principal)
     row = queries.verdict_of(db, sub.id)
     if row is None:
@@ -140,8 +138,8 @@ def report_download(request: Request, submission_id: str, principal: Principal =
 
 
 @router.post("/submissions/{submission_id}/cancel")
-def cancel(request: Request, submission_id: str, csrf: str = Form(""), principal: Principal = Depends(page_principal),
-           db: Session = Depends(get_db)):
+def cancel(request: Request, submission_id: str, principal: PagePrincipal, db: DbSession,
+           csrf: str = Form("")):
     require_csrf(request, csrf)
     try:
         submissions_api.cancel_submission(submission_id, principal, db)

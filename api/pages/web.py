@@ -8,13 +8,13 @@ import hashlib
 import hmac
 import secrets
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
 
-from api.deps import get_db, session_principal
+from api.deps import DbSession, session_principal
 from api.pages.filters import FILTERS
 from services.auth import Principal
 
@@ -122,7 +122,9 @@ def safe_next(url: str | None) -> str:
 # who is signed in
 # The signed-in user is api.deps.session_principal, as for the JSON API; it asks for no X-CSRF-Token
 # header, so every page POST checks the ``csrf`` form field (``require_csrf``) before it changes anything.
-def page_principal(request: Request, db: Session = Depends(get_db)) -> Principal:
+# Not api.deps' CurrentPrincipal / Reviewer / Admin: those answer a JSON 401/403 and want that header on a
+# session's POST, which an HTML form cannot send; a page sends the browser to sign in, or shows a 403 page.
+def page_principal(request: Request, db: DbSession) -> Principal:
     principal = session_principal(request, db)
     if principal is None:
         nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -131,13 +133,19 @@ def page_principal(request: Request, db: Session = Depends(get_db)) -> Principal
     return principal
 
 
-def page_reviewer(principal: Principal = Depends(page_principal)) -> Principal:
+def page_reviewer(principal: Annotated[Principal, Depends(page_principal)]) -> Principal:
     if not principal.can_review:
         raise PageForbidden("This page is for reviewers and admins. Your account has the submitter role.")
     return principal
 
 
-def page_admin(principal: Principal = Depends(page_principal)) -> Principal:
+def page_admin(principal: Annotated[Principal, Depends(page_principal)]) -> Principal:
     if not principal.is_admin:
         raise PageForbidden("This page is for admins only.")
     return principal
+
+
+# The page routes' parameter types, beside api.deps.DbSession: ``def page(principal: PageReviewer, db: DbSession)``.
+PagePrincipal = Annotated[Principal, Depends(page_principal)]  # anyone signed in, else to the sign-in page
+PageReviewer = Annotated[Principal, Depends(page_reviewer)]  # a reviewer or an admin, else the 403 page
+PageAdmin = Annotated[Principal, Depends(page_admin)]  # an admin, else the 403 page
