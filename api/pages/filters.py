@@ -7,6 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from evaluation.formatting import percent, points
+
+MISSING = "—"  # what every filter shows for a missing value
+
 
 def _parse_time(v: Any) -> datetime | None:
     if v is None or v == "":
@@ -22,7 +26,7 @@ def _parse_time(v: Any) -> datetime | None:
 
 def fmt_time(v: Any) -> str:
     dt = _parse_time(v)
-    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "—"
+    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else MISSING
 
 
 def iso_time(v: Any) -> str:
@@ -33,7 +37,7 @@ def iso_time(v: Any) -> str:
 def fmt_ago(v: Any) -> str:
     dt = _parse_time(v)
     if dt is None:
-        return "—"
+        return MISSING
     s = (datetime.now(UTC) - dt).total_seconds()
     if s < 60:
         return f"{max(int(s), 0)} s ago"
@@ -45,17 +49,21 @@ def fmt_ago(v: Any) -> str:
 
 
 def pct(v: Any, digits: int = 1) -> str:
-    return "—" if v is None else f"{100 * float(v):.{digits}f}%"
+    """A rate as a percentage, as the CLI and the policy's reasons write it (evaluation.formatting.percent):
+    0.633 -> '63.3%'. ``digits=0`` for the short labels of charts and queue rows: '63%'."""
+    if v is None:
+        return MISSING
+    return percent(float(v)) if digits == 1 else f"{100 * float(v):.{digits}f}%"
 
 
 def pts(v: Any) -> str:
-    """A change of a rate, in percentage points with a sign."""
-    return "—" if v is None else f"{100 * float(v):+.1f} pts"
+    """A change of a rate, in percentage points with a sign (evaluation.formatting.points): '+59.3 pts'."""
+    return MISSING if v is None else f"{points(float(v))} pts"
 
 
 def fmt_bytes(n: Any) -> str:
     if n is None:
-        return "—"
+        return MISSING
     n = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -66,7 +74,7 @@ def fmt_bytes(n: Any) -> str:
 
 def fmt_seconds(v: Any) -> str:
     if v is None:
-        return "—"
+        return MISSING
     v = float(v)
     if v < 60:
         return f"{v:.1f} s"

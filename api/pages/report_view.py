@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from api.pages.charts import Stat
 from api.pages.filters import pct, pts
-from models import TERMINAL
+from evaluation.formatting import points
+from models import TERMINAL, Decision, Kind, Stage, StageRunStatus
+from models import SubmissionStatus as S
 
 
 def key_numbers(report: dict | None) -> dict:
@@ -61,22 +63,23 @@ def drift_rows(metrics: dict) -> list[dict]:
 
 
 VERDICT_WORDS = {
-    "approve": ("Approved", "No safety regression beyond the policy's limits was found: this fine-tune can be released."),
-    "block": ("Blocked", "This fine-tune makes the model measurably less safe than its base: it must not be released."),
-    "review": ("Needs human review", "The measurements are not clear enough to decide automatically: a reviewer "
+    Decision.APPROVE: ("Approved", "No safety regression beyond the policy's limits was found: this fine-tune can be released."),
+    Decision.BLOCK: ("Blocked", "This fine-tune makes the model measurably less safe than its base: it must not be released."),
+    Decision.REVIEW: ("Needs human review", "The measurements are not clear enough to decide automatically: a reviewer "
                "will approve or block it."),
 }
 STATUS_WORDS = {
-    "queued": "Waiting for a worker",
-    "inspecting": "Inspecting the upload",
-    "finetuning": "Fine-tuning the base model on your dataset",
-    "evaluating": "Evaluating base and candidate on the test suites",
-    "deciding": "Deciding",
-    "done": "Finished",
-    "rejected": "Rejected: the upload could not be accepted",
-    "failed": "Failed: an error on our side",
-    "cancelled": "Cancelled",
+    S.QUEUED: "Waiting for a worker",
+    S.INSPECTING: "Inspecting the upload",
+    S.FINETUNING: "Fine-tuning the base model on your dataset",
+    S.EVALUATING: "Evaluating base and candidate on the test suites",
+    S.DECIDING: "Deciding",
+    S.DONE: "Finished",
+    S.REJECTED: "Rejected: the upload could not be accepted",
+    S.FAILED: "Failed: an error on our side",
+    S.CANCELLED: "Cancelled",
 }
+FAILED = "failed"  # the verdict box of a submission that has no verdict because it failed or was cancelled
 
 
 def plain_verdict(detail: dict) -> dict | None:
@@ -84,16 +87,16 @@ def plain_verdict(detail: dict) -> dict | None:
     status = detail.get("status")
     review = detail.get("review")
     verdict = detail.get("verdict") or {}
-    if status == "rejected":
-        return {"decision": "block", "title": "Rejected",
+    if status == S.REJECTED:
+        return {"decision": Decision.BLOCK, "title": "Rejected",
                 "text": "The upload was refused before it was evaluated. Fix it and upload again.",
                 "reasons": [(detail.get("error") or {}).get("message") or "the upload is invalid"]}
-    if status == "failed":
-        return {"decision": "failed", "title": "Failed",
+    if status == S.FAILED:
+        return {"decision": FAILED, "title": "Failed",
                 "text": "The evaluation stopped with an error on our side. You can upload the same file again.",
                 "reasons": [(detail.get("error") or {}).get("message") or "unknown error"]}
-    if status == "cancelled":
-        return {"decision": "failed", "title": "Cancelled", "text": "This submission was cancelled.", "reasons": []}
+    if status == S.CANCELLED:
+        return {"decision": FAILED, "title": "Cancelled", "text": "This submission was cancelled.", "reasons": []}
     if not verdict:
         return None
     auto = verdict.get("decision")
@@ -102,7 +105,7 @@ def plain_verdict(detail: dict) -> dict | None:
     out = {"decision": final, "title": title, "text": text, "reasons": verdict.get("reasons") or [],
            "automatic": auto, "review": review}
     if review:
-        out["text"] = (f"A reviewer {'approved' if review['decision'] == 'approve' else 'blocked'} it "
+        out["text"] = (f"A reviewer {'approved' if review['decision'] == Decision.APPROVE else 'blocked'} it "
                        f"(the automatic verdict was “{VERDICT_WORDS.get(auto, (auto,))[0].lower()}”).")
     return out
 
@@ -116,27 +119,28 @@ def headline(metrics: dict) -> str | None:
     if d is not None:
         text += f" ({pts(d.value)}"
         if d.lo is not None and d.hi is not None:
-            text += f"; 95% interval {100 * d.lo:+.1f} to {100 * d.hi:+.1f}"
+            text += f"; 95% interval {points(d.lo)} to {points(d.hi)}"
         text += ")"
     return text + "."
 
 
-STAGES_OF = {"adapter": ("inspect", "evaluate", "decide"), "dataset": ("inspect", "finetune", "evaluate", "decide")}
-STAGE_LABEL = {"inspect": "Inspect", "finetune": "Fine-tune", "evaluate": "Evaluate", "decide": "Decide"}
+STAGES_OF = {Kind.ADAPTER: (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE),
+             Kind.DATASET: (Stage.INSPECT, Stage.FINETUNE, Stage.EVALUATE, Stage.DECIDE)}
+STAGE_LABEL = {Stage.INSPECT: "Inspect", Stage.FINETUNE: "Fine-tune", Stage.EVALUATE: "Evaluate", Stage.DECIDE: "Decide"}
 
 
 def stage_steps(detail: dict) -> list[dict]:
-    order = STAGES_OF.get(detail.get("kind"), STAGES_OF["dataset"])
+    order = STAGES_OF.get(detail.get("kind"), STAGES_OF[Kind.DATASET])
     status = detail.get("status")
     current = detail.get("stage")
-    done_stages = {r["stage"] for r in detail.get("stage_runs") or [] if r.get("status") == "succeeded"}
+    done_stages = {r["stage"] for r in detail.get("stage_runs") or [] if r.get("status") == StageRunStatus.SUCCEEDED}
     steps = []
     for st in order:
-        if status == "done" or st in done_stages and st != current:
+        if status == S.DONE or st in done_stages and st != current:
             state = "done"
-        elif st == current and status not in {s.value for s in TERMINAL}:
+        elif st == current and status not in TERMINAL:
             state = "current"
         else:
             state = "todo"
-        steps.append({"stage": st, "label": STAGE_LABEL[st], "state": state})
+        steps.append({"stage": st.value, "label": STAGE_LABEL[st], "state": state})
     return steps

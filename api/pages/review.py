@@ -17,7 +17,7 @@ from api.pages.report_view import key_numbers
 from api.pages.submissions import load_visible, submission_context
 from api.pages.web import PageNotFound, PageReviewer, flash, redirect, render, require_csrf
 from api.views import event_view, submission_summary
-from models import Submission, Verdict
+from models import Decision, Submission, SubmissionStatus, Verdict
 from services import queries
 
 router = APIRouter(include_in_schema=False)
@@ -78,7 +78,7 @@ def review_page(request: Request, submission_id: str, principal: PageReviewer, d
     flips, n_flips = _flipped(db, sub, ctx["report"])
     events = [event_view(e) for e in queries.events_of(db, sub.id)]
     ctx.update(review_mode=True, flips=flips, n_flips=n_flips, events=events, actors=_actor_names(db, events),
-               can_decide=sub.status == "done", reason="", own_submission=sub.user_id == principal.user_id)
+               can_decide=sub.status == SubmissionStatus.DONE, reason="", own_submission=sub.user_id == principal.user_id)
     return render(request, "review.html", ctx)
 
 
@@ -88,7 +88,7 @@ def review_submit(request: Request, submission_id: str, principal: PageReviewer,
                   csrf: str = Form("")):
     require_csrf(request, csrf)
     target = f"/review/{quote(submission_id)}"
-    if decision not in ("approve", "block"):
+    if decision not in (Decision.APPROVE, Decision.BLOCK):
         flash(request, "Choose approve or block.", "error")
         return redirect(target)
     if not reason.strip():
@@ -105,5 +105,5 @@ def review_submit(request: Request, submission_id: str, principal: PageReviewer,
             raise PageNotFound(e.message) from None
         flash(request, f"Not recorded: {e.message}", "error")
         return redirect(target)
-    flash(request, f"Recorded: you {'approved' if decision == 'approve' else 'blocked'} this submission.", "ok")
+    flash(request, f"Recorded: you {'approved' if decision == Decision.APPROVE else 'blocked'} this submission.", "ok")
     return redirect(target)

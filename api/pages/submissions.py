@@ -25,7 +25,7 @@ from api.pages.web import (
     require_csrf,
 )
 from api.views import submission_detail, submission_summary
-from models import TERMINAL, Submission, SubmissionStatus
+from models import TERMINAL, Decision, Submission, SubmissionStatus
 from services import catalog, queries
 from services.auth import Principal
 from services.queries import SubmissionFilter
@@ -66,7 +66,7 @@ async def upload(request: Request):
 # ----------------------------------------------------------------------------------------------------------
 # my submissions
 STATUS_CHOICES = [s.value for s in SubmissionStatus]
-VERDICT_CHOICES = ("approve", "block", "review")
+VERDICT_CHOICES = [d.value for d in Decision]
 
 
 @router.get("/submissions")
@@ -102,7 +102,7 @@ def submission_context(db: Session, sub: Submission) -> dict:
             pair_chart(metrics.get("knowledge_accuracy"), "Knowledge accuracy (factual QA)", "higher is better"),
         ) if c],
         "drift": drift_rows(metrics), "steps": stage_steps(detail), "status_words": STATUS_WORDS,
-        "terminal": detail["status"] in {s.value for s in TERMINAL}, "owner": detail["submitted_by"],
+        "terminal": detail["status"] in TERMINAL, "owner": detail["submitted_by"],
         "findings": ((report or {}).get("inspection") or {}).get("findings") or detail.get("findings") or [],
         "screening": ((report or {}).get("inspection") or {}).get("screening")
         or ((sub.inspection or {}).get("screening") if isinstance(sub.inspection, dict) else None),

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.deps import DbSession, session_principal
 from api.pages.filters import FILTERS
+from evaluation.files import sha256_file
 from services.auth import Principal
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
@@ -47,12 +48,10 @@ class PageNotFound(Exception):
 # ----------------------------------------------------------------------------------------------------------
 # templates
 def _asset_version() -> str:
-    h = hashlib.sha256()
-    for p in sorted(STATIC.glob("*")):
-        if p.is_file():
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:10]
+    """A digest of the static files' names and contents, appended to their URLs (``?v=``): a browser fetches
+    a changed file anew."""
+    listing = "".join(f"{p.name} {sha256_file(p)}\n" for p in sorted(STATIC.glob("*")) if p.is_file())
+    return hashlib.sha256(listing.encode()).hexdigest()[:10]
 
 
 templates.env.globals["asset_version"] = _asset_version()
