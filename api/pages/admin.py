@@ -19,6 +19,15 @@ from services import catalog, queries
 router = APIRouter(include_in_schema=False)
 
 
+def _refusal(e: ValidationError | ApiError) -> tuple[str, int]:
+    """Why a create form was refused, and the status of the page that says it: the first invalid field, or
+    the API's own answer."""
+    if isinstance(e, ApiError):
+        return e.message, e.status
+    err = e.errors()[0]
+    return f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}", 422
+
+
 @router.get("/admin")
 def admin_home(principal: PageAdmin):
     return redirect("/admin/health")
@@ -48,12 +57,9 @@ def admin_token_create(request: Request, principal: PageAdmin, db: DbSession, na
         body = admin_api.TokenIn(name=name.strip(), email=email.strip() or None, role=role,
                                  organisation=organisation.strip() or "default")
         created = admin_api.add_token(body, principal, db)
-    except ValidationError as e:
-        err = e.errors()[0]
-        return _tokens_page(request, db, error=f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}",
-                            form=form, status_code=422)
-    except ApiError as e:
-        return _tokens_page(request, db, error=e.message, form=form, status_code=e.status)
+    except (ValidationError, ApiError) as e:
+        error, status = _refusal(e)
+        return _tokens_page(request, db, error=error, form=form, status_code=status)
     return _tokens_page(request, db, created=created)
 
 
@@ -94,12 +100,9 @@ def admin_user_create(request: Request, principal: PageAdmin, db: DbSession, ema
         body = admin_api.UserIn(email=email.strip(), role=role, organisation=organisation.strip() or "default",
                                 password=password or None)
         user = admin_api.add_user(body, principal, db)
-    except ValidationError as e:
-        err = e.errors()[0]
-        return _users_page(request, db, error=f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}",
-                           form=form, status_code=422)
-    except ApiError as e:
-        return _users_page(request, db, error=e.message, form=form, status_code=e.status)
+    except (ValidationError, ApiError) as e:
+        error, status = _refusal(e)
+        return _users_page(request, db, error=error, form=form, status_code=status)
     flash(request, f"User {user['email']} ({user['role']}) created.", "ok")
     return redirect("/admin/users")
 
@@ -112,10 +115,8 @@ def admin_user_password(request: Request, user_id: int, principal: PageAdmin, db
         body = admin_api.PasswordIn(password=password)
         u = admin_api.set_password(user_id, body, principal, db, request.app.state.settings)
         flash(request, f"Password of {u['email']} set.", "ok")
-    except ValidationError as e:
-        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
-    except ApiError as e:
-        flash(request, e.message, "error")
+    except (ValidationError, ApiError) as e:
+        flash(request, e.message if isinstance(e, ApiError) else f"Not changed: {e.errors()[0].get('msg')}", "error")
     return redirect("/admin/users")
 
 
@@ -128,10 +129,8 @@ def admin_user_access(request: Request, user_id: int, principal: PageAdmin, db: 
         body = admin_api.UserAccessIn(role=role or None, is_active=active == "yes")
         u = admin_api.change_user_access(user_id, body, principal, db)
         flash(request, f"{u['email']}: {u['role']}, {'active' if u['is_active'] else 'deactivated'}.", "ok")
-    except ValidationError as e:
-        flash(request, f"Not changed: {e.errors()[0].get('msg')}", "error")
-    except ApiError as e:
-        flash(request, e.message, "error")
+    except (ValidationError, ApiError) as e:
+        flash(request, e.message if isinstance(e, ApiError) else f"Not changed: {e.errors()[0].get('msg')}", "error")
     return redirect("/admin/users")
 
 
@@ -157,12 +156,9 @@ def admin_base_create(request: Request, principal: PageAdmin, db: DbSession, nam
     try:
         body = admin_api.BaseIn(name=name.strip(), source=source.strip(), description=description.strip())
         admin_api.add_base(body, principal, db)
-    except ValidationError as e:
-        err = e.errors()[0]
-        return _catalog_page(request, db, error=f"{'.'.join(map(str, err.get('loc', ())))}: {err.get('msg')}",
-                             form=form, status_code=422)
-    except ApiError as e:
-        return _catalog_page(request, db, error=e.message, form=form, status_code=e.status)
+    except (ValidationError, ApiError) as e:
+        error, status = _refusal(e)
+        return _catalog_page(request, db, error=error, form=form, status_code=status)
     catalog.clear_cache()
     flash(request, f"Base {name.strip()} registered.", "ok")
     return redirect("/admin/catalog")

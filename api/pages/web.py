@@ -132,19 +132,21 @@ def page_principal(request: Request, db: DbSession) -> Principal:
     return principal
 
 
-def page_reviewer(principal: Annotated[Principal, Depends(page_principal)]) -> Principal:
+# The page routes' parameter types, beside api.deps.DbSession: ``def page(principal: PageReviewer, db: DbSession)``.
+PagePrincipal = Annotated[Principal, Depends(page_principal)]  # anyone signed in, else to the sign-in page
+
+
+def page_reviewer(principal: PagePrincipal) -> Principal:
     if not principal.can_review:
         raise PageForbidden("This page is for reviewers and admins. Your account has the submitter role.")
     return principal
 
 
-def page_admin(principal: Annotated[Principal, Depends(page_principal)]) -> Principal:
+def page_admin(principal: PagePrincipal) -> Principal:
     if not principal.is_admin:
         raise PageForbidden("This page is for admins only.")
     return principal
 
 
-# The page routes' parameter types, beside api.deps.DbSession: ``def page(principal: PageReviewer, db: DbSession)``.
-PagePrincipal = Annotated[Principal, Depends(page_principal)]  # anyone signed in, else to the sign-in page
 PageReviewer = Annotated[Principal, Depends(page_reviewer)]  # a reviewer or an admin, else the 403 page
 PageAdmin = Annotated[Principal, Depends(page_admin)]  # an admin, else the 403 page
