@@ -16,7 +16,7 @@ from api.schemas import BaseOut, EventList, TokenCreated, TokenList, TokenOut, U
 from api.serve import discard_initial_credentials
 from api.views import event_view, token_view, user_view
 from models import ApiToken, AuditEvent, BaseModelRecord, Role, User, utcnow
-from services import catalog
+from services import catalog, queries
 from services.auth import change_access, change_password, create_token, create_user, end_sessions
 from services.submissions import audit
 
@@ -56,7 +56,7 @@ class BaseIn(BaseModel):
 
 @router.get("/users", response_model=UserList)
 def list_users(principal: Admin, db: DbSession):
-    return {"items": [user_view(u) for u in db.scalars(select(User).order_by(User.id))]}
+    return {"items": [user_view(u) for u in queries.list_users(db)]}
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
@@ -119,7 +119,7 @@ def revoke_user_sessions(user_id: int, principal: Admin, db: DbSession) -> Respo
 
 @router.get("/tokens", response_model=TokenList)
 def list_tokens(principal: Admin, db: DbSession):
-    return {"items": [token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id))]}
+    return {"items": [token_view(t) for t in queries.list_tokens(db)]}
 
 
 @router.post("/tokens", status_code=201, summary="Create an API token (the token is in this answer only)",

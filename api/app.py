@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/healthz", health.healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", health.readyz, methods=["GET"], include_in_schema=False)
 
-    # The web pages (upload form, dashboard) live in api/pages.py, owned by the frontend: included if present.
+    # The web pages (upload form, dashboard) live in api/pages/, owned by the frontend: included if present.
     if importlib.util.find_spec("api.pages") is not None:
         from api import pages
 

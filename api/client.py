@@ -17,7 +17,8 @@ from xml.etree import ElementTree as ET
 
 import httpx
 
-EXIT = {"approve": 0, "block": 1, "review": 2, "rejected": 3, "error": 4}
+from ftgate.cli import EXIT  # the exit codes of `ftgate check`, which `ftgate submit` shares
+
 TERMINAL = {"done", "rejected", "failed", "cancelled"}
 API = "/api/v1"
 

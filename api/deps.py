@@ -1,7 +1,8 @@
 """Request dependencies: settings, database session, the caller (token or web session) and role checks.
 
 Routes name them by the ``Annotated`` aliases at the end of this module (``db: DbSession``,
-``principal: Admin``) rather than spelling ``Depends(...)`` each time.
+``principal: Admin``) rather than spelling ``Depends(...)`` each time. The HTML pages have their own principal
+types beside these (api/pages/web.py: a sign-in redirect and 403 page instead of a JSON error).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import forbidden, not_found, unauthenticated
@@ -21,7 +21,7 @@ from models import Submission, User
 from services.auth import Principal, authenticate_token, principal_of
 from services.storage import Storage
 
-# The web sign-in (api/pages.py) stores the signed-in user's id under this key of request.session, and its
+# The web sign-in (api/pages/) stores the signed-in user's id under this key of request.session, and its
 # CSRF token under SESSION_CSRF_KEY: an API call authenticated by the session cookie (not a token) that
 # changes something must send that token in the X-CSRF-Token header, and come from the same origin.
 SESSION_USER_KEY = "user_id"
@@ -111,7 +111,7 @@ def session_user(request: Request, db: Session) -> User | None:
 
 def session_principal(request: Request, db: Session) -> Principal | None:
     """The signed-in user of the session cookie (``session_user``) as a Principal, None without one: how both
-    the JSON API (``resolve_principal``) and the HTML pages (api/pages.py) know a browser's user. It checks
+    the JSON API (``resolve_principal``) and the HTML pages (api/pages/) know a browser's user. It checks
     no CSRF token: the API then asks for the X-CSRF-Token header, while the pages, whose HTML forms cannot
     send a header, check their ``csrf`` form field before they change anything."""
     user = session_user(request, db)
@@ -134,14 +134,6 @@ def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -
     if not principal.is_admin:
         raise forbidden("this needs the admin role")
     return principal
-
-
-def visible_submissions(principal: Principal):
-    """A SELECT of the submissions this caller may see: staff see all, submitters their organisation's."""
-    stmt = select(Submission)
-    if not principal.is_staff:
-        stmt = stmt.where(Submission.organisation_id == principal.organisation_id)
-    return stmt
 
 
 def load_submission(db: Session, submission_id: str, principal: Principal) -> Submission:

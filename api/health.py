@@ -10,7 +10,8 @@ from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from sqlalchemy import func, select
 
 from api.schemas import Liveness, Readiness
-from models import StageRun, Submission, SubmissionStatus
+from models import StageRun, SubmissionStatus
+from services import queries
 from services.db import ping
 
 router = APIRouter(tags=["health"])
@@ -77,18 +78,14 @@ class DbCollector:
         runs = GaugeMetricFamily("ftgate_stage_runs", "Stage runs by stage and outcome", labels=["stage", "status"])
         depth = GaugeMetricFamily("ftgate_queue_depth", "Messages waiting in the broker", labels=["queue"])
         with app.state.sessionmaker() as db:
-            counts = dict(db.execute(select(Submission.status, func.count()).group_by(Submission.status)).all())
+            counts = queries.submission_counts_by_status(db)
             for st in SubmissionStatus:
                 by_status.add_metric([st.value], counts.get(st.value, 0))
-            rows = db.execute(
-                select(StageRun.stage, StageRun.status, StageRun.started_at, StageRun.finished_at)
-                .where(StageRun.finished_at.is_not(None), StageRun.status == "succeeded")
-            ).all()
             agg: dict[str, list[float]] = {}
-            for stage, _status, started, finished in rows:
+            for stage, seconds in queries.stage_durations(db):
                 a = agg.setdefault(stage, [0, 0.0])
                 a[0] += 1
-                a[1] += (finished - started).total_seconds()
+                a[1] += seconds
             for stage, (n, total) in sorted(agg.items()):
                 durations.add_metric([stage], count_value=n, sum_value=total)
             for stage, status, n in db.execute(

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
-from api.deps import CurrentPrincipal, DbSession, Reviewer, load_submission, visible_submissions
+from api.deps import CurrentPrincipal, DbSession, Reviewer, load_submission
 from api.errors import ApiError, invalid
 from api.schemas import (
     EventList,
@@ -25,10 +24,11 @@ from api.schemas import (
 )
 from api.uploads import check_type, infer_kind, parse_multipart, upload_slot
 from api.views import event_view, submission_detail, submission_summary
-from models import AuditEvent, Sample, Stage, Submission, SubmissionStatus, VerdictRecord
-from services import catalog
+from models import Stage, SubmissionStatus
+from services import catalog, queries
 from services import submissions as lifecycle
 from services.auth import Principal
+from services.queries import SubmissionFilter
 
 log = logging.getLogger("ftgate.api")
 router = APIRouter(prefix="/submissions", tags=["submissions"])
@@ -223,20 +223,11 @@ def list_submissions(
     principal: CurrentPrincipal,
     db: DbSession,
 ):
-    stmt = visible_submissions(principal)
-    if status is not None:
-        stmt = stmt.where(Submission.status == status.value)
-    if decision is not None:
-        stmt = stmt.where(Submission.decision == decision)
-    if review_state is not None:
-        stmt = stmt.where(Submission.review_state == review_state)
-    if kind is not None:
-        stmt = stmt.where(Submission.kind == kind)
-    if organisation_id is not None:
-        stmt = stmt.where(Submission.organisation_id == organisation_id)
-    total = db.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = db.scalars(stmt.order_by(Submission.created_at.desc(), Submission.id).limit(limit).offset(offset)).all()
-    return {"items": [submission_summary(s) for s in rows], "total": total, "limit": limit, "offset": offset}
+    where = SubmissionFilter(status=status.value if status is not None else None, decision=decision,
+                             review_state=review_state, kind=kind, organisation_id=organisation_id)
+    found = queries.list_submissions(db, principal, where, limit=limit, offset=offset)
+    return {"items": [submission_summary(s) for s in found.items], "total": found.total, "limit": limit,
+            "offset": offset}
 
 
 # response_model_exclude_unset on the routes answering a SubmissionDetail: its `findings` stays absent, not
@@ -252,7 +243,7 @@ def get_submission(submission_id: str, principal: CurrentPrincipal, db: DbSessio
 def get_report(submission_id: str, principal: CurrentPrincipal, db: DbSession) -> JSONResponse:
     """The report exactly as stored (a JSONResponse, so it is not re-serialised through ``Report``)."""
     sub = load_submission(db, submission_id, principal)
-    verdict = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub.id))
+    verdict = queries.verdict_of(db, sub.id)
     if verdict is None:
         raise ApiError(409, "not_ready", f"submission {sub.id} is {sub.status}; the report exists once it is done")
     return JSONResponse(verdict.report)
@@ -271,21 +262,15 @@ def get_samples(
     db: DbSession,
 ) -> SampleList:
     sub = load_submission(db, submission_id, principal)
-    stmt = select(Sample).where(Sample.submission_id == sub.id)
-    if suite:
-        stmt = stmt.where(Sample.suite == suite)
-    if changed:
-        stmt = stmt.where(Sample.base_label != Sample.candidate_label)
-    total = db.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = db.scalars(stmt.order_by(Sample.id).limit(limit).offset(offset)).all()
-    return SampleList(items=[SampleOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset)
+    found = queries.list_samples(db, sub.id, suite=suite, changed=changed, limit=limit, offset=offset)
+    return SampleList(items=[SampleOut.model_validate(r) for r in found.items], total=found.total, limit=limit,
+                      offset=offset)
 
 
 @router.get("/{submission_id}/events", summary="The audit trail of a submission", response_model=EventList)
 def get_events(submission_id: str, principal: CurrentPrincipal, db: DbSession):
     sub = load_submission(db, submission_id, principal)
-    rows = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == sub.id).order_by(AuditEvent.id)).all()
-    return {"items": [event_view(e) for e in rows]}
+    return {"items": [event_view(e) for e in queries.events_of(db, sub.id)]}
 
 
 @router.post("/{submission_id}/cancel", summary="Cancel a submission that has not finished",

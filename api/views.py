@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import ApiToken, AuditEvent, Review, StageRun, Submission, SubmissionStatus, User, VerdictRecord
+from models import ApiToken, AuditEvent, Review, StageRun, Submission, SubmissionStatus, User
+from services import queries
 from services.submissions import final_decision
 
 API = "/api/v1"
@@ -68,7 +69,7 @@ def submission_detail(db: Session, sub: Submission) -> dict:
     if sub.created_at and sub.started_at:
         timings["queued"] = round((sub.started_at - sub.created_at).total_seconds(), 3)
     d["timings"] = timings
-    verdict = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub.id))
+    verdict = queries.verdict_of(db, sub.id)
     if verdict is not None:
         d["verdict"] = {"decision": verdict.decision, "reasons": verdict.reasons, "policy": verdict.policy_name,
                         "created_at": iso(verdict.created_at)}

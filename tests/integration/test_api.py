@@ -217,7 +217,7 @@ def test_admin_tokens_users_bases(client, make_user):
 
 
 def test_web_session_cookie_signs_in(app, make_user):
-    """The hook api/pages.py uses: a signed session with the user id authenticates like a token."""
+    """The hook api/pages/ uses: a signed session with the user id authenticates like a token."""
     from fastapi import APIRouter
     from fastapi.testclient import TestClient
 

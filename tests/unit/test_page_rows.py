@@ -1,10 +1,10 @@
-"""Rows the submission page renders from a report's metrics (api.pages), without a server."""
+"""Rows the submission page renders from a report's metrics (api.pages.report_view), without a server."""
 
 from __future__ import annotations
 
 
 def test_drift_rows_show_how_many_harm_answers_were_read_past_the_first_window():
-    from api.pages import drift_rows
+    from api.pages.report_view import drift_rows
 
     metrics = {"kl": {"value": 0.0123, "n_tokens": 9},
                "second_window": {"base": {"read": 2, "turned_compliance": 0},
