@@ -48,7 +48,9 @@ def main() -> int:
         object.__setattr__(s, "hash", f"{s.hash}-first{args.per_suite}")
     judge = get_judge(get_settings().default_judge)
     # The gate's own decoding config, so the bench times what a check runs.
-    decoding = default_decoding()
+    # The second answer window is off: the baseline below reads one window, and like must be timed with like
+    # (bench/preamble_window.py times the second window on its own).
+    decoding = dataclasses.replace(default_decoding(), extended_max_new_tokens=0)
     if args.max_new_tokens is not None:
         decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
     n_prompts = sum(len(s.items) for s in suites.values())
