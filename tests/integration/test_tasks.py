@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import types
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
@@ -20,38 +19,11 @@ from services.auth import Principal, create_user
 from services.db import session_scope
 from services.storage import Storage
 from tasks import housekeeping, pipeline
+from tests.integration.fake_core.fake_gate import Evaluation as FakeEvaluation
+from tests.integration.fake_core.fake_gate import Inspection as FakeInspection
 from tests.integration.test_api import adapter_zip
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class FakeInspection:
-    kind: str
-    adapter_dir: str | None = None
-    dataset_path: str | None = None
-    early_verdict: dict | None = None
-    findings: list = field(default_factory=list)
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-
-@dataclass
-class FakeEvaluation:
-    metrics: dict
-    samples: list
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
 
 
 class FakeGate(types.SimpleNamespace):
