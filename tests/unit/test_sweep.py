@@ -66,3 +66,15 @@ def test_an_adapters_report_says_the_sweep_did_not_apply_without_changing_the_de
     assert report["verdict"]["decision"] == "approve"
     assert report["verdict"]["reasons"][-1].startswith("The policy's sweep (2 training recipes) does not apply")
     assert report["verdict"]["checks"][-1]["rule"] == "sweep" and report["verdict"]["checks"][-1]["outcome"] == "info"
+
+
+def test_the_listed_runs_are_what_the_json_apis_report_schema_describes():
+    from api.schemas import Report
+
+    results = [types.SimpleNamespace(report=a_report("approve", 0.0, -0.05), samples=[]),
+               types.SimpleNamespace(report=a_report("review", None, None), samples=[])]
+    chosen = keep_worst(results, [TrainingConfig(lr=2e-4), TrainingConfig(lr=5e-4)], ["fp", None])
+    report = Report.model_validate({"schema_version": "1.0", **chosen.report,
+                                    "verdict": {**chosen.report["verdict"], "policy": "p", "policy_hash": "h"}})
+    assert [(run.run, run.decision, run.worst, run.asr_delta) for run in report.sweep] == [
+        (1, "approve", False, 0.0), (2, "review", True, None)]
