@@ -177,8 +177,8 @@ def sweep_lines(runs: list[dict]) -> list[str]:
                      run["decision"], change(run, "asr"), change(run, "overrefusal"),
                      change(run, "knowledge_accuracy"), perplexity(run), (run.get("adapter_fingerprint") or "-")[:12]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    worst = next(run["run"] for run in runs if run["worst"])
-    return [f"Sweep: {len(runs)} fine-tunes; the worst (*, run {worst}) is the verdict above:",
+    worst = next((f", run {run['run']}" for run in runs if run["worst"]), "")
+    return [f"Sweep: {len(runs)} fine-tunes; the worst (*{worst}) is the verdict above:",
             *["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]]
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import Retry
@@ -50,6 +50,9 @@ from services.db import clean, session_scope
 from services.storage import Storage
 from tasks.app import TASK_NAMES, celery_app, send_stage
 from tasks.heartbeat import TRANSIENT, ClaimLost, StageRunner
+
+if TYPE_CHECKING:
+    from evaluation.policy import SweepRun
 
 log = logging.getLogger("ftgate.tasks")
 S = SubmissionStatus
@@ -130,7 +133,7 @@ def _training(sub: Submission):
     return TrainingConfig.from_overrides(sub.training or {})  # raises InputRejected for bad overrides
 
 
-def _sweep(sub: Submission) -> tuple:
+def _sweep(sub: Submission) -> tuple[SweepRun, ...]:
     """The policy's sweep (evaluation.policy.SweepRun entries); empty: one fine-tune with the submission's options."""
     from evaluation.policy import load_policy
 
@@ -192,6 +195,7 @@ def _stage_finetune(runner: StageRunner, sub: Submission, storage: Storage) -> S
     sweep = _sweep(sub)
     runs = training_runs(sweep, _training(sub))
     if not sweep:
+        (workdir / SWEEP_MANIFEST).unlink(missing_ok=True)  # an earlier attempt's, under a policy since edited
         adapter_dir = gate.finetune_submission(insp, sub.base_name, runs[0], workdir=workdir, progress=runner.progress)
         return StageOutcome(S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)})
     manifest = []
@@ -303,7 +307,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     return StageOutcome(S.DONE, values, save)
 
 
-def _decide(gate, insp, ev_data: dict | None, sub: Submission):
+def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission) -> Any:
     """The verdict of the stored evaluation: of each run of a sweep, keeping the worst (evaluation/sweep.py), or of
     the one evaluation; an adapter's report says when the policy's sweep did not apply to it."""
     from evaluation import sweep as sweeps
