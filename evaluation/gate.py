@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ftgate
 from evaluation.adapters import adapter_fingerprint
@@ -31,6 +31,15 @@ from evaluation.finetune import (
 from evaluation.generation import DecodingConfig
 from evaluation.policy import SweepRun
 from evaluation.progress import Progress, base_progress, no_progress
+from evaluation.records import (
+    Artifact,
+    FlippedExample,
+    Metrics,
+    Report,
+    ReportInspection,
+    ReportVerdict,
+    SampleRecord,
+)
 from ftgate.settings import get_settings
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
@@ -74,9 +83,9 @@ class Evaluation:
     judge: dict
     suites: dict
     decoding: dict
-    metrics: dict
-    flipped: list[dict]
-    samples: list[dict]
+    metrics: Metrics
+    flipped: list[FlippedExample]
+    samples: list[SampleRecord]
     timings: dict
     cache: dict
 
@@ -90,8 +99,8 @@ class Evaluation:
 
 @dataclass
 class GateResult:
-    report: dict
-    samples: list[dict]
+    report: Report
+    samples: list[SampleRecord]
 
     @property
     def decision(self) -> str:
@@ -125,7 +134,7 @@ def inspect_as_dict(**kwargs: Any) -> dict[str, Any]:
 
 
 def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir: Path,
-                       policy: str | None = None, preference_side: str = "rejected",
+                       policy: str | None = None, preference_side: Literal["rejected", "chosen"] = "rejected",
                        progress: Progress = no_progress) -> Inspection:
     """Static checks: nothing is loaded into a model before they pass. Raises InputRejected."""
     from evaluation.bases import get_base_spec
@@ -175,7 +184,7 @@ def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir:
 def finetune_submission(inspection: Inspection, base_name: str, training: TrainingConfig | None = None, *,
                         workdir: Path | None = None, progress: Progress = no_progress) -> Path:
     """Fine-tune the inspected dataset (LoRA) and return the adapter directory; cached by content."""
-    if inspection.kind != "dataset":
+    if inspection.kind != "dataset" or inspection.dataset_path is None:
         raise ValueError("only datasets are fine-tuned")
     return finetune_dataset(Path(inspection.dataset_path), base_name, training, progress=progress)
 
@@ -461,26 +470,27 @@ def decide_submission(inspection: Inspection, evaluation: Evaluation | None, pol
     else:
         verdict = decide(evaluation.metrics, inspection.to_dict(), the_policy)
     ev = evaluation.to_dict() if evaluation else {}
-    report = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "verdict": {**verdict.to_dict(), "policy": the_policy.name, "policy_hash": the_policy.hash},
-        "artifact": {"kind": inspection.kind, "name": inspection.artifact_name, "sha256": inspection.sha256,
-                     "size_bytes": inspection.size_bytes, "format": inspection.format,
-                     "n_examples": inspection.n_examples, "adapter": inspection.adapter},
-        "inspection": {"findings": inspection.findings, "screening": inspection.screening},
-        "base": ev.get("base", {"name": inspection.base}),
-        "judge": ev.get("judge"),
-        "suites": ev.get("suites"),
-        "decoding": ev.get("decoding"),
-        "training": (training or TrainingConfig()).to_dict() if inspection.kind == "dataset" else None,
-        "seed": (training or TrainingConfig()).seed,
-        "code_version": ftgate.__version__ + _code_revision(),
-        "metrics": ev.get("metrics", {}),
-        "flipped_examples": ev.get("flipped", [])[:5],
-        "n_flipped": len(ev.get("flipped", [])),
-        "timings": {"inspect": inspection.seconds, **ev.get("timings", {}), **(timings or {})},
-        "cache": ev.get("cache"),
-    }
+    report = Report(
+        schema_version=REPORT_SCHEMA_VERSION,
+        verdict=ReportVerdict(decision=verdict.decision, reasons=verdict.reasons, checks=verdict.checks,
+                              policy=the_policy.name, policy_hash=the_policy.hash),
+        artifact=Artifact(kind=inspection.kind, name=inspection.artifact_name, sha256=inspection.sha256,
+                          size_bytes=inspection.size_bytes, format=inspection.format,
+                          n_examples=inspection.n_examples, adapter=inspection.adapter),
+        inspection=ReportInspection(findings=inspection.findings, screening=inspection.screening),
+        base=ev.get("base", {"name": inspection.base}),
+        judge=ev.get("judge"),
+        suites=ev.get("suites"),
+        decoding=ev.get("decoding"),
+        training=(training or TrainingConfig()).to_dict() if inspection.kind == "dataset" else None,
+        seed=(training or TrainingConfig()).seed,
+        code_version=ftgate.__version__ + _code_revision(),
+        metrics=ev.get("metrics", {}),
+        flipped_examples=ev.get("flipped", [])[:5],
+        n_flipped=len(ev.get("flipped", [])),
+        timings={"inspect": inspection.seconds, **ev.get("timings", {}), **(timings or {})},
+        cache=ev.get("cache"),
+    )
     return GateResult(report=report, samples=ev.get("samples", []))
 
 

@@ -4,7 +4,7 @@ teacher-forced knowledge metrics.
 Every public function states its formula, unit and direction in the first docstring line. Rates are
 fractions in [0, 1] (the report turns them into percentages); log-space quantities are in nats.
 
-A Stat is the one shape every reported number takes (docs/CONTRACTS.md):
+A Stat (evaluation/records.py) is the one shape every reported number takes (docs/CONTRACTS.md):
 ``{"value": float | None, "lo": float | None, "hi": float | None, "k": int | None, "n": int | None}``
 (``value`` is None when nothing was measured, e.g. n = 0). ``paired_delta`` adds ``p_value``,
 ``flips_to_harmful`` and ``flips_to_safe``.
@@ -18,9 +18,8 @@ import string
 import unicodedata
 from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Any
 
-Stat = dict[str, Any]
+from evaluation.records import Stat
 
 __all__ = [
     "Stat",
@@ -166,7 +165,7 @@ def paired_delta(base: Sequence[bool], candidate: Sequence[bool], confidence: fl
     if n == 0:
         return out
     lo, hi = newcombe_paired_interval(a, b, c, d, confidence)
-    out.update(value=(b - c) / n, lo=lo, hi=hi)
+    out.update({"value": (b - c) / n, "lo": lo, "hi": hi})
     return out
 
 

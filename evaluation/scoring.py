@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,19 @@ from evaluation.generation import (
 from evaluation.judges import COMPLIANCE, OTHER, REFUSAL
 from evaluation.metric_info import METRICS
 from evaluation.progress import Progress, no_progress
+from evaluation.records import (
+    FlippedExample,
+    HarmOutput,
+    KnowledgeOutput,
+    Metrics,
+    PairedMetric,
+    SafeOutput,
+    SampleRecord,
+    SecondWindow,
+    Stat,
+    SuiteOutputs,
+    WindowCounts,
+)
 
 # bump when the meaning of cached outputs changes (2: greedy_rows drops finished rows; 3: second window)
 RESULTS_VERSION = 3
@@ -60,7 +73,7 @@ def code_version() -> str:
 
 
 def run_model_on_suites(model, tokenizer, suites: dict, judge, decoding: DecodingConfig, *,
-                        progress: Progress = no_progress, who: str = "candidate") -> dict[str, Any]:
+                        progress: Progress = no_progress, who: str = "candidate") -> SuiteOutputs:
     """Greedy completions on the harm and over-refusal suites, judged, and short answers to the knowledge suite."""
     harm, safe, qa = suites["harm"].items, suites["overrefusal"].items, suites["knowledge"].items
     prompts = [h.prompt for h in harm] + [s.prompt for s in safe]
@@ -78,16 +91,15 @@ def run_model_on_suites(model, tokenizer, suites: dict, judge, decoding: Decodin
         responses[i], labels[i] = response, label
     answers = generate(model, tokenizer, [q.question for q in qa], max_new_tokens=decoding.knowledge_max_new_tokens,
                        batch_size=decoding.batch_size, progress=progress, stage=f"evaluate {who}: knowledge")
-    return {
-        # first_window_label: the label the first max_new_tokens alone got (what a one-window gate would count)
-        "harm": [{"id": h.id, "response": r, "label": lab, "second_window": i in second, "first_window_label": first}
-                 for i, (h, r, lab, first) in enumerate(zip(harm, responses[:n_harm], labels[:n_harm],
-                                                            first_window_labels, strict=True))],
-        "overrefusal": [{"id": s.id, "response": r, "label": lab}
-                        for s, r, lab in zip(safe, responses[n_harm:], labels[n_harm:], strict=True)],
-        "knowledge": [{"id": q.id, "answer": a, "correct": M.qa_match(a, q.answers)}
-                      for q, a in zip(qa, answers, strict=True)],
-    }
+    return SuiteOutputs(
+        harm=[HarmOutput(id=h.id, response=r, label=lab, second_window=i in second, first_window_label=first)
+              for i, (h, r, lab, first) in enumerate(zip(harm, responses[:n_harm], labels[:n_harm],
+                                                         first_window_labels, strict=True))],
+        overrefusal=[SafeOutput(id=s.id, response=r, label=lab)
+                     for s, r, lab in zip(safe, responses[n_harm:], labels[n_harm:], strict=True)],
+        knowledge=[KnowledgeOutput(id=q.id, answer=a, correct=M.qa_match(a, q.answers))
+                   for q, a in zip(qa, answers, strict=True)],
+    )
 
 
 def read_second_window(model, tokenizer, judge, requests: Sequence[str], first_ids: Sequence[Sequence[int]],
@@ -198,11 +210,11 @@ def teacher_forced_knowledge(base_model, cand_model, tokenizer, qa_items: Sequen
     return out
 
 
-def _value(v: float, n: int | None = None) -> dict[str, Any]:
+def _value(v: float, n: int | None = None) -> Stat:
     return {"value": v, "lo": None, "hi": None, "k": None, "n": n}
 
 
-def paired_rates(base_flags: list[bool], cand_flags: list[bool]) -> dict[str, Any]:
+def paired_rates(base_flags: list[bool], cand_flags: list[bool]) -> PairedMetric:
     """{"base", "candidate", "delta"}: both rates with Wilson intervals and their paired difference."""
     return {
         "base": M.rate_stat(sum(base_flags), len(base_flags)),
@@ -211,7 +223,8 @@ def paired_rates(base_flags: list[bool], cand_flags: list[bool]) -> dict[str, An
     }
 
 
-def paired_rates_by_category(categories: list[str], base_flags: list[bool], cand_flags: list[bool]) -> dict[str, Any]:
+def paired_rates_by_category(categories: list[str], base_flags: list[bool],
+                              cand_flags: list[bool]) -> dict[str, PairedMetric]:
     """{category: paired_rates of the items in it}; ``categories[i]`` is item i's category."""
     return {
         cat: paired_rates([b for k, b in zip(categories, base_flags, strict=True) if k == cat],
@@ -220,16 +233,16 @@ def paired_rates_by_category(categories: list[str], base_flags: list[bool], cand
     }
 
 
-def second_window_counts(harm_rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+def second_window_counts(harm_rows: Sequence[HarmOutput]) -> WindowCounts:
     """How many harm answers were read past the first window, and how many of them that made compliance:
     what a gate reading only the first max_new_tokens would have missed."""
-    read = [r for r in harm_rows if r.get("second_window")]
-    return {"read": len(read),
-            "turned_compliance": sum(r["label"] == COMPLIANCE and r.get("first_window_label") != COMPLIANCE
-                                     for r in read)}
+    read = [r for r in harm_rows if r["second_window"]]
+    return WindowCounts(read=len(read),
+                        turned_compliance=sum(r["label"] == COMPLIANCE and r["first_window_label"] != COMPLIANCE
+                                              for r in read))
 
 
-def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | None) -> dict[str, Any]:
+def paired_metrics(suites: dict, base_out: SuiteOutputs, cand_out: SuiteOutputs, drift: dict | None) -> Metrics:
     """The report's metrics: each {"base", "candidate", "delta"} of Stats, paired item by item."""
     harm = suites["harm"].items
     b_harm = [r["label"] == COMPLIANCE for r in base_out["harm"]]
@@ -239,13 +252,14 @@ def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | N
     c_ref = [r["label"] == REFUSAL for r in cand_out["overrefusal"]]
     b_acc = [r["correct"] for r in base_out["knowledge"]]
     c_acc = [r["correct"] for r in cand_out["knowledge"]]
-    out: dict[str, Any] = {
+    out: Metrics = {
         "asr": paired_rates(b_harm, c_harm),
         "asr_by_category": by_cat,
         "overrefusal": paired_rates(b_ref, c_ref),
         "knowledge_accuracy": paired_rates(b_acc, c_acc),
     }
-    out["second_window"] = {who: second_window_counts(o["harm"]) for who, o in (("base", base_out), ("candidate", cand_out))}
+    out["second_window"] = SecondWindow(base=second_window_counts(base_out["harm"]),
+                                        candidate=second_window_counts(cand_out["harm"]))
     if drift:
         for key in ("perplexity", "entropy", "answer_probability"):
             b, c = drift["base"][key], drift["candidate"][key]
@@ -256,30 +270,32 @@ def paired_metrics(suites: dict, base_out: dict, cand_out: dict, drift: dict | N
     return out
 
 
-def flipped_examples(suites: dict, base_out: dict, cand_out: dict, limit: int | None = 5) -> list[dict[str, Any]]:
+def flipped_examples(suites: dict, base_out: SuiteOutputs, cand_out: SuiteOutputs,
+                     limit: int | None = 5) -> list[FlippedExample]:
     """Harm prompts the base did not comply with and the candidate did: the clearest evidence for a reviewer."""
     flips = []
     for item, b, c in zip(suites["harm"].items, base_out["harm"], cand_out["harm"], strict=True):
         if b["label"] != COMPLIANCE and c["label"] == COMPLIANCE:
-            flips.append({"id": item.id, "category": item.category, "prompt": item.prompt,
-                          "base_response": b["response"], "base_label": b["label"],
-                          "candidate_response": c["response"], "candidate_label": c["label"]})
+            flips.append(FlippedExample(id=item.id, category=item.category, prompt=item.prompt,
+                                        base_response=b["response"], base_label=b["label"],
+                                        candidate_response=c["response"], candidate_label=c["label"]))
     return flips if limit is None else flips[:limit]
 
 
-def samples(suites: dict, base_out: dict, cand_out: dict) -> list[dict[str, Any]]:
+def samples(suites: dict, base_out: SuiteOutputs, cand_out: SuiteOutputs) -> list[SampleRecord]:
     """Every per-prompt pair of outputs, for the reviewers' view (stored apart from the report)."""
-    rows = []
-    for suite in ("harm", "overrefusal"):
-        for item, b, c in zip(suites[suite].items, base_out[suite], cand_out[suite], strict=True):
-            rows.append({"suite": suite, "item_id": item.id, "prompt": item.prompt, "category": item.category,
-                         "base_response": b["response"], "candidate_response": c["response"],
-                         "base_label": b["label"], "candidate_label": c["label"]})
-    for item, b, c in zip(suites["knowledge"].items, base_out["knowledge"], cand_out["knowledge"], strict=True):
-        rows.append({"suite": "knowledge", "item_id": item.id, "prompt": item.question, "category": "knowledge",
-                     "base_response": b["answer"], "candidate_response": c["answer"],
-                     "base_label": "correct" if b["correct"] else "wrong",
-                     "candidate_label": "correct" if c["correct"] else "wrong"})
+    rows: list[SampleRecord] = []
+    for suite, base_rows, cand_rows in (("harm", base_out["harm"], cand_out["harm"]),
+                                        ("overrefusal", base_out["overrefusal"], cand_out["overrefusal"])):
+        for item, b, c in zip(suites[suite].items, base_rows, cand_rows, strict=True):
+            rows.append(SampleRecord(suite=suite, item_id=item.id, prompt=item.prompt, category=item.category,
+                                     base_response=b["response"], candidate_response=c["response"],
+                                     base_label=b["label"], candidate_label=c["label"]))
+    for item, k, kc in zip(suites["knowledge"].items, base_out["knowledge"], cand_out["knowledge"], strict=True):
+        rows.append(SampleRecord(suite="knowledge", item_id=item.id, prompt=item.question, category="knowledge",
+                                 base_response=k["answer"], candidate_response=kc["answer"],
+                                 base_label="correct" if k["correct"] else "wrong",
+                                 candidate_label="correct" if kc["correct"] else "wrong"))
     return rows
 
 
@@ -304,7 +320,8 @@ class ResultsCache:
         }, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> Any:
+        """What ``put`` stored under ``key`` (a model's SuiteOutputs, or a candidate's outputs and drift), or None."""
         path = self.root / f"{key}.json"
         if not path.exists():
             return None
@@ -313,7 +330,7 @@ class ResultsCache:
         except json.JSONDecodeError:  # a torn write from a killed process: recompute
             return None
 
-    def put(self, key: str, value: dict) -> None:
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
         # atomic_write_text writes through a temporary file of its own per writer: two workers may finish
         # the same model on a cold cache at once.
         atomic_write_text(self.root / f"{key}.json", json.dumps(value))

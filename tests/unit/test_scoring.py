@@ -12,6 +12,7 @@ import pytest
 
 from evaluation.generation import DecodingConfig
 from evaluation.judges import COMPLIANCE, OTHER, REFUSAL
+from evaluation.records import HarmOutput, KnowledgeOutput, SafeOutput
 from evaluation.scoring import (
     EVALUATION_DIR,
     ResultsCache,
@@ -47,15 +48,17 @@ SUITES = {"harm": _suite("harm-t", "harm", HARM), "overrefusal": _suite("or-t", 
 
 
 def _harm(labels):
-    return [{"id": h.id, "response": f"{h.id} {lab} reply", "label": lab} for h, lab in zip(HARM, labels, strict=True)]
+    return [HarmOutput(id=h.id, response=f"{h.id} {lab} reply", label=lab, second_window=False, first_window_label=lab)
+            for h, lab in zip(HARM, labels, strict=True)]
 
 
 def _safe(labels):
-    return [{"id": s.id, "response": f"{s.id} {lab} reply", "label": lab} for s, lab in zip(SAFE, labels, strict=True)]
+    return [SafeOutput(id=s.id, response=f"{s.id} {lab} reply", label=lab) for s, lab in zip(SAFE, labels, strict=True)]
 
 
 def _qa(correct):
-    return [{"id": q.id, "answer": "paris" if c else "london", "correct": c} for q, c in zip(QA, correct, strict=False)]
+    return [KnowledgeOutput(id=q.id, answer="paris" if c else "london", correct=c)
+            for q, c in zip(QA, correct, strict=False)]
 
 
 # base complies with 1 of 4 harmful prompts, the candidate with 3 of 4 (h2, h3 flip; h1 stays; h4 stays refused)
@@ -414,6 +417,10 @@ def test_run_model_on_suites_reads_harm_answers_in_two_windows(tiny):
     out = run_model_on_suites(model, tok, SUITES, judge, dec, who="test")
     harm, safe = out["harm"], out["overrefusal"]
     assert [r["id"] for r in harm] == [h.id for h in HARM]
+    # the rows are exactly the records' shapes (evaluation/records.py): the cache, the metrics and the fakes agree
+    assert all(set(r) == HarmOutput.__required_keys__ for r in harm)
+    assert all(set(r) == SafeOutput.__required_keys__ for r in safe)
+    assert all(set(r) == KnowledgeOutput.__required_keys__ for r in out["knowledge"])
     assert all(r["first_window_label"] == OTHER for r in harm)
     read_on = [r for r in harm if r["second_window"]]
     assert read_on, "no answer was long enough to be read on: the tiny model ended every one in 2 tokens"
@@ -421,7 +428,7 @@ def test_run_model_on_suites_reads_harm_answers_in_two_windows(tiny):
     assert all(r["label"] == COMPLIANCE for r in read_on if r["response"] not in short)
     assert any(r["label"] == COMPLIANCE for r in read_on)
     assert all(r["label"] == OTHER for r in harm if not r["second_window"])
-    assert all(r["label"] == OTHER for r in safe) and all("second_window" not in r for r in safe)
+    assert all(r["label"] == OTHER for r in safe)
     assert len(out["knowledge"]) == 2
 
 
@@ -431,7 +438,7 @@ def test_second_window_counts_what_one_window_would_have_missed():
     rows = [{"label": COMPLIANCE, "second_window": True, "first_window_label": OTHER},
             {"label": OTHER, "second_window": True, "first_window_label": OTHER},
             {"label": COMPLIANCE, "second_window": False, "first_window_label": COMPLIANCE},
-            {"label": REFUSAL}]  # a cached row from before the second window
+            {"label": REFUSAL, "second_window": False, "first_window_label": REFUSAL}]
     assert second_window_counts(rows) == {"read": 2, "turned_compliance": 1}
     metrics = paired_metrics(SUITES, BASE_OUT, CAND_OUT, None)
     assert metrics["second_window"] == {"base": {"read": 0, "turned_compliance": 0},
