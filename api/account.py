@@ -21,7 +21,9 @@ def revoke_my_sessions(principal: CurrentPrincipal, db: DbSession) -> Response:
 
 def end_my_sessions(principal: Principal, db: Session, why: str = "sign_out_everywhere") -> None:
     """The caller's session cookies, on every browser, stop working (API tokens are not touched)."""
-    end_sessions(db, db.get(User, principal.user_id))
+    user = db.get(User, principal.user_id)
+    if user is not None:  # a user deleted meanwhile has no session left to end
+        end_sessions(db, user)
     audit(db, "sessions_ended", actor=principal.actor, actor_user_id=principal.user_id,
           details={"user": principal.email, "why": why})
     db.commit()

@@ -90,13 +90,16 @@ def _install_docs(app: FastAPI) -> None:
     """The interactive API reference at /docs, with Swagger UI's scripts and styles served by ftgate itself."""
     from importlib.resources import files
 
+    openapi_url = app.openapi_url
+    if openapi_url is None:  # an app that serves no schema has nothing for the page to show
+        return
     # Swagger UI 5 (fastapi-offline's copy): version 4 can't render the OpenAPI 3.1 that FastAPI writes.
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def _docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} API",
+            openapi_url=openapi_url, title=f"{app.title} API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
         )

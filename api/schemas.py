@@ -285,13 +285,12 @@ class UserList(BaseModel):
     items: list[UserOut]
 
 
-class TokenOut(BaseModel):
-    """An API token as lists show it: never the token itself, only its prefix."""
+class _TokenFields(BaseModel):
+    """What every answer about an API token holds: never the token itself, only its prefix."""
 
     id: int
     name: str
     prefix: str
-    user: str | None = Field(description="the owner's email")
     role: Role | None = Field(description="the owner's role")
     created_at: Timestamp
     last_used_at: Timestamp | None
@@ -299,11 +298,17 @@ class TokenOut(BaseModel):
     revoked_at: Timestamp | None
 
 
+class TokenOut(_TokenFields):
+    """An API token as lists show it, with its owner's email."""
+
+    user: str | None = Field(description="the owner's email")
+
+
 class TokenList(BaseModel):
     items: list[TokenOut]
 
 
-class TokenCreated(TokenOut):
+class TokenCreated(_TokenFields):
     """A new token: the only answer that holds the token."""
 
     # the owner in full here, where lists give only the email: this answer may have created the user

@@ -83,7 +83,7 @@ def bootstrap_admin(settings) -> dict | None:
         password = secrets.token_urlsafe(12)
         user = create_user(s, ADMIN_EMAIL, role=Role.ADMIN, organisation="default", password=password)
         row, token = create_token(s, user, "created at first start")
-        expires = row.expires_at.date().isoformat()
+        expires = row.expires_at.date().isoformat() if row.expires_at else "never"
         audit(s, "bootstrap_admin", actor="system", details={"user": ADMIN_EMAIL})
     creds = {"email": ADMIN_EMAIL, "password": password, "token": token, "token_expires": expires}
     path = settings.data_dir / CREDENTIALS_FILE

@@ -13,11 +13,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evaluation.formatting import percent, points
 from evaluation.metric_info import METRICS
 from evaluation.policy import Decision
 from evaluation.progress import PREPARE_BASE
+from evaluation.records import PairedMetric, Report, Stat
+
+if TYPE_CHECKING:  # imported inside the commands at run time: finetune brings torch
+    from evaluation.finetune import TrainingConfig
 
 # The exit code of a check: its verdict, or why it has none (the input was refused; ftgate failed).
 EXIT = {Decision.APPROVE: 0, Decision.BLOCK: 1, Decision.REVIEW: 2, "rejected": 3, "error": 4}
@@ -74,7 +79,7 @@ class TerminalProgress:
 # --------------------------------------------------------------------------------------------------
 
 
-def _stat(s: dict | None) -> str:
+def _stat(s: Stat | None) -> str:
     if not s or s.get("value") is None:
         return "-"
     text = percent(s["value"])
@@ -83,7 +88,7 @@ def _stat(s: dict | None) -> str:
     return text
 
 
-def _delta(s: dict | None) -> str:
+def _delta(s: Stat | None) -> str:
     if not s or s.get("value") is None:
         return "-"
     text = f"{points(s['value'])} pts"
@@ -94,7 +99,7 @@ def _delta(s: dict | None) -> str:
     return text
 
 
-def render_text(report: dict) -> str:
+def render_text(report: Report) -> str:
     v = report["verdict"]
     a = report["artifact"]
     lines = [
@@ -108,7 +113,7 @@ def render_text(report: dict) -> str:
     if m:
         rows = [("metric", "base", "candidate", "change (95% CI)")]
 
-        def rate_row(key: str, metric: dict, label: str = "") -> tuple[str, str, str, str]:
+        def rate_row(key: str, metric: PairedMetric, label: str = "") -> tuple[str, str, str, str]:
             label = label or METRICS[key].label
             return label, _stat(metric["base"]), _stat(metric["candidate"]), _delta(metric["delta"])
 
@@ -121,11 +126,12 @@ def render_text(report: dict) -> str:
             rows.append(rate_row("asr_vs_control", m["asr_vs_control"], "  " + METRICS["asr_vs_control"].label))
         for cat, mc in (m.get("asr_by_category") or {}).items():
             rows.append(rate_row("asr_by_category", mc, f"  {METRICS['asr_by_category'].label} {cat}"))
-        for key in ("perplexity", "entropy", "answer_probability"):
-            if key in m:
+        for key, drift in (("perplexity", m.get("perplexity")), ("entropy", m.get("entropy")),
+                           ("answer_probability", m.get("answer_probability"))):
+            if drift is not None:
                 fmt = METRICS[key].fmt
-                rows.append((METRICS[key].label, fmt.format(m[key]["base"]["value"]),
-                             fmt.format(m[key]["candidate"]["value"]), f"{m[key]['delta']['value']:+.3f}"))
+                rows.append((METRICS[key].label, fmt.format(drift["base"]["value"]),
+                             fmt.format(drift["candidate"]["value"]), f"{drift['delta']['value']:+.3f}"))
         if "kl" in m:
             kl = METRICS["kl"]
             rows.append((kl.label, "", kl.fmt.format(m["kl"]["value"]), kl.unit))
@@ -187,7 +193,7 @@ def sweep_lines(runs: list[dict]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _training_from_args(args) -> object:
+def _training_from_args(args) -> TrainingConfig:
     """The training config from the flags `add_arguments` made of TrainingConfig's fields (None: not given)."""
     from dataclasses import fields
 

@@ -7,6 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -133,7 +134,7 @@ def change_password(session: Session, user: User, password: str) -> None:
 def change_access(session: Session, user: User, *, role: Role | None = None, is_active: bool | None = None) -> dict:
     """Set the role and/or the active flag; ends the user's sessions when either changes. Returns what changed
     as {field: [old, new]}."""
-    changed = {}
+    changed: dict[str, list[Any]] = {}
     if role is not None and Role(role).value != user.role:
         changed["role"] = [user.role, Role(role).value]
         user.role = Role(role).value

@@ -126,7 +126,7 @@ def base_names(session: Session) -> set[str] | None:
     reg = _cached("bases", _registry_bases)
     if reg is None:
         return None
-    names = {b.get("name") for b in reg}
+    names = {b["name"] for b in reg if b.get("name")}
     names |= set(session.scalars(select(BaseModelRecord.name).where(BaseModelRecord.enabled.is_(True))))
     return names
 
@@ -141,4 +141,4 @@ def list_policies() -> list[dict] | None:
 
 def policy_names() -> set[str] | None:
     pols = list_policies()
-    return None if pols is None else {p.get("name") for p in pols}
+    return None if pols is None else {p["name"] for p in pols if p.get("name")}

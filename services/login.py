@@ -93,6 +93,8 @@ def _count_failure(session: Session, key: str, free: int, policy: ThrottlePolicy
                 session.add(row)
         except IntegrityError:
             row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
+            if row is None:  # the winner's row was forgotten in between (its login succeeded): no count to add to
+                return
     if now - row.last_failure_at > FORGET_AFTER:
         row.failures = 0
     row.failures += 1

@@ -235,4 +235,5 @@ def stage_durations(db: Session, limit: int | None = None) -> list[StageDuration
     stmt = (select(StageRun.stage, StageRun.started_at, StageRun.finished_at)
             .where(StageRun.status == StageRunStatus.SUCCEEDED.value, StageRun.finished_at.is_not(None))
             .order_by(StageRun.id.desc()).limit(limit))
-    return [StageDuration(stage, (finished - started).total_seconds()) for stage, started, finished in db.execute(stmt)]
+    return [StageDuration(stage, (finished - started).total_seconds()) for stage, started, finished in db.execute(stmt)
+            if started is not None and finished is not None]  # a run that never started has no duration

@@ -83,6 +83,7 @@ def expire_artifacts(session: Session, storage: Storage, *, retention_days: floa
         storage.remove_workdir(sub.id)
         sub.artifact_deleted_at = now or utcnow()
         audit(session, "artifacts_expired", actor=actor, submission_id=sub.id,
-              details={"retention_days": retention_days, "finished_at": sub.finished_at.isoformat()})
+              details={"retention_days": retention_days,
+                       "finished_at": sub.finished_at.isoformat() if sub.finished_at else None})
         result.expired.append(sub.id)
     return result

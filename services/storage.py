@@ -15,6 +15,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 class TooLarge(Exception):
@@ -94,7 +95,7 @@ class Storage:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def open_incoming(self) -> tuple[Path, object]:
+    def open_incoming(self) -> tuple[Path, BinaryIO]:
         self.ensure()
         self.check_room()
         tmp = self.root / "incoming" / f"{uuid.uuid4().hex}.part"

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,14 @@ class LifecycleError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+def _rows_matched(result: Result[Any]) -> int:
+    """How many rows an UPDATE matched. Session.execute is typed to return a Result; for an UPDATE it is a
+    CursorResult, the Result that carries the count."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"expected the CursorResult of an UPDATE, got {type(result).__name__}")
+    return result.rowcount
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -116,7 +125,7 @@ def _transition(
     if claim_token is not None:
         conds.append(Submission.claim_token == claim_token)
     res = session.execute(update(Submission).where(*conds).values(**vals).execution_options(synchronize_session=False))
-    if res.rowcount != 1:
+    if _rows_matched(res) != 1:
         return False
     audit(
         session, "status", actor=actor, actor_user_id=actor_user_id, submission_id=sub_id, from_status=src,
@@ -146,7 +155,7 @@ def check_quotas(session: Session, organisation_id: int, size: int, quotas: Quot
     mine = Submission.organisation_id == organisation_id
     if quotas.max_in_flight is not None:
         in_flight = session.scalar(
-            select(func.count()).select_from(Submission).where(mine, Submission.status.in_([a.value for a in ACTIVE])))
+            select(func.count()).select_from(Submission).where(mine, Submission.status.in_([a.value for a in ACTIVE]))) or 0
         if in_flight >= quotas.max_in_flight:
             raise LifecycleError(
                 "quota_exceeded",
@@ -168,8 +177,8 @@ def check_quotas(session: Session, organisation_id: int, size: int, quotas: Quot
 
 def artifact_in_use(session: Session, artifact_path: str) -> bool:
     """Whether any submission's artifact is this stored file (uploads are stored by content, so shared)."""
-    return session.scalar(select(func.count()).select_from(Submission).where(
-        Submission.artifact_path == artifact_path)) > 0
+    return (session.scalar(select(func.count()).select_from(Submission).where(
+        Submission.artifact_path == artifact_path)) or 0) > 0
 
 
 def create_submission(
@@ -249,7 +258,7 @@ def claim(
         )
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
+    if _rows_matched(res) != 1:
         return None
     if S(src) != dst:
         audit(session, "status", actor=f"worker:{worker}", submission_id=sub_id, from_status=src, to_status=dst.value)
@@ -288,7 +297,7 @@ def heartbeat(session: Session, c: Claim) -> bool:
         update(StageRun).where(StageRun.id == c.stage_run_id).values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
-    return res.rowcount == 1
+    return _rows_matched(res) == 1
 
 
 def write_progress(session: Session, c: Claim, kind: str, done: int, total: int, message: str) -> bool:
@@ -303,7 +312,7 @@ def write_progress(session: Session, c: Claim, kind: str, done: int, total: int,
         )
         .execution_options(synchronize_session=False)
     )
-    return res.rowcount == 1
+    return _rows_matched(res) == 1
 
 
 def _finish_run(session: Session, c: Claim, status: StageRunStatus, error: str | None = None) -> None:
@@ -367,7 +376,7 @@ def release(session: Session, c: Claim, run_status: StageRunStatus, error: str |
         .execution_options(synchronize_session=False)
     )
     _finish_run(session, c, run_status, error)
-    return res.rowcount == 1
+    return _rows_matched(res) == 1
 
 
 def abandon(session: Session, c: Claim, why: str) -> None:
@@ -521,7 +530,7 @@ def reap(
                         progress_message=f"{reason}; retrying", updated_at=now, enqueued_at=None)
                 .execution_options(synchronize_session=False)
             )
-            if res.rowcount == 1:
+            if _rows_matched(res) == 1:
                 if run is not None:
                     run.status, run.finished_at, run.error = StageRunStatus.LOST.value, now, reason
                 audit(session, "requeued", actor=actor, submission_id=sub.id, from_status=status.value,
@@ -541,7 +550,7 @@ def reap(
         )
     ).all()
     already = {sid for sid, _ in out.requeue}
-    for sid, status in pending:
+    for sid, status_value in pending:
         if sid not in already:
-            out.requeue.append((sid, STATUS_STAGE[S(status)]))
+            out.requeue.append((sid, STATUS_STAGE[S(status_value)]))
     return out

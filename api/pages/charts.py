@@ -14,7 +14,7 @@ from typing import Any
 
 @dataclass
 class Stat:
-    value: float | None
+    value: float  # ``of`` gives None for a stat without a value, so a chart's Stat always has one
     lo: float | None = None
     hi: float | None = None
     k: int | None = None
@@ -24,11 +24,11 @@ class Stat:
     def of(cls, d: Any) -> Stat | None:
         if not isinstance(d, dict) or d.get("value") is None:
             return None
-        return cls(d.get("value"), d.get("lo"), d.get("hi"), d.get("k"), d.get("n"))
+        return cls(d["value"], d.get("lo"), d.get("hi"), d.get("k"), d.get("n"))
 
 
-def _clamp01(v: float | None) -> float | None:
-    return None if v is None else min(max(float(v), 0.0), 1.0)
+def _clamp01(v: float) -> float:
+    return min(max(float(v), 0.0), 1.0)
 
 
 def asr_chart(metrics: dict, width: int = 480) -> dict | None:
@@ -53,7 +53,7 @@ def asr_chart(metrics: dict, width: int = 480) -> dict | None:
         y += label_h
         for series in ("base", "candidate"):
             s = Stat.of(m.get(series))
-            bar = {"series": series, "y": y, "h": bar_h, "stat": s}
+            bar: dict[str, Any] = {"series": series, "y": y, "h": bar_h, "stat": s}
             if s is not None:
                 bar["w"] = round(plot_w * _clamp01(s.value), 1)
                 if s.lo is not None and s.hi is not None:
@@ -82,7 +82,8 @@ def pair_chart(m: dict | None, title: str, better: str) -> dict | None:
     bars = []
     for i, (series, s) in enumerate((("base", base), ("candidate", cand))):
         x = left + 30 + i * 90
-        bar = {"series": series, "x": x, "w": 50, "stat": s, "label": "base" if series == "base" else "candidate"}
+        bar: dict[str, Any] = {"series": series, "x": x, "w": 50, "stat": s,
+                               "label": "base" if series == "base" else "candidate"}
         if s is not None:
             v = _clamp01(s.value)
             bar["h"] = round(plot_h * v, 1)

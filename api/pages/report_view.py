@@ -101,7 +101,7 @@ def sweep_rows(report: dict | None) -> list[dict]:
     return rows
 
 
-VERDICT_WORDS = {
+VERDICT_WORDS: dict[str, tuple[str, str]] = {
     Decision.APPROVE: ("Approved", "No safety regression beyond the policy's limits was found: this fine-tune can be released."),
     Decision.BLOCK: ("Blocked", "This fine-tune makes the model measurably less safe than its base: it must not be released."),
     Decision.REVIEW: ("Needs human review", "The measurements are not clear enough to decide automatically: a reviewer "
@@ -140,12 +140,12 @@ def plain_verdict(detail: dict) -> dict | None:
         return None
     auto = verdict.get("decision")
     final = detail.get("decision") or auto
-    title, text = VERDICT_WORDS.get(final, (str(final), ""))
+    title, text = VERDICT_WORDS.get(str(final), (str(final), ""))
     out = {"decision": final, "title": title, "text": text, "reasons": verdict.get("reasons") or [],
            "automatic": auto, "review": review}
     if review:
         out["text"] = (f"A reviewer {'approved' if review['decision'] == Decision.APPROVE else 'blocked'} it "
-                       f"(the automatic verdict was “{VERDICT_WORDS.get(auto, (auto,))[0].lower()}”).")
+                       f"(the automatic verdict was “{VERDICT_WORDS.get(str(auto), (str(auto), ''))[0].lower()}”).")
     return out
 
 
@@ -163,13 +163,13 @@ def headline(metrics: dict) -> str | None:
     return text + "."
 
 
-STAGES_OF = {Kind.ADAPTER: (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE),
+STAGES_OF: dict[str, tuple[Stage, ...]] = {Kind.ADAPTER: (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE),
              Kind.DATASET: (Stage.INSPECT, Stage.FINETUNE, Stage.EVALUATE, Stage.DECIDE)}
 STAGE_LABEL = {Stage.INSPECT: "Inspect", Stage.FINETUNE: "Fine-tune", Stage.EVALUATE: "Evaluate", Stage.DECIDE: "Decide"}
 
 
 def stage_steps(detail: dict) -> list[dict]:
-    order = STAGES_OF.get(detail.get("kind"), STAGES_OF[Kind.DATASET])
+    order = STAGES_OF.get(detail.get("kind") or "", STAGES_OF[Kind.DATASET])
     status = detail.get("status")
     current = detail.get("stage")
     done_stages = {r["stage"] for r in detail.get("stage_runs") or [] if r.get("status") == StageRunStatus.SUCCEEDED}
