@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evaluation.limits import run_limited
+from evaluation.records import SampleRecord
 from ftgate.settings import Settings, get_settings
 from models import (
     Decision,
@@ -258,6 +259,8 @@ def _adapter_fingerprint(adapter_dir: Path) -> str | None:
     its files are gone."""
     from evaluation.adapters import adapter_fingerprint
 
+    if sub.adapter_path is None:
+        return None
     try:
         return adapter_fingerprint(adapter_dir)
     except OSError:
@@ -277,7 +280,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     decision = verdict.get("decision")
     if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
-    samples = list(result.samples or [])
+    samples: list[SampleRecord] = list(result.samples or [])
 
     def save(session: Session) -> None:
         policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
@@ -287,14 +290,14 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
                 policy_name=sub.policy_name, policy_id=policy_id, report=report,
             )
         )
-        for smp in samples:
-            smp = clean(smp)
+        for record in samples:
+            smp: SampleRecord = clean(record)
             session.add(
                 Sample(
-                    submission_id=sub.id, suite=str(smp.get("suite", "")), item_id=str(smp.get("item_id", "")),
-                    prompt=str(smp.get("prompt", "")), category=smp.get("category"),
-                    base_response=smp.get("base_response"), candidate_response=smp.get("candidate_response"),
-                    base_label=smp.get("base_label"), candidate_label=smp.get("candidate_label"),
+                    submission_id=sub.id, suite=smp["suite"], item_id=smp["item_id"], prompt=smp["prompt"],
+                    category=smp["category"], base_response=smp["base_response"],
+                    candidate_response=smp["candidate_response"], base_label=smp["base_label"],
+                    candidate_label=smp["candidate_label"],
                 )
             )
 
@@ -388,7 +391,7 @@ def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings:
         c = lifecycle.claim(s, submission_id, stage, worker=worker, task_id=task_id,
                             lost_worker_seconds=settings.lost_worker_seconds)
         sub = s.get(Submission, submission_id) if c else None
-        if c is None:
+        if c is None or sub is None:
             return "skipped"  # already done, running elsewhere, cancelled, or unknown: nothing to do twice
         s.expunge(sub)
     log.info("%s %s: claimed (attempt %d) on %s", stage.value, submission_id, c.attempt, worker)

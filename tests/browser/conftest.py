@@ -60,13 +60,15 @@ class Server:
         ``decision`` routes the same report to another automatic verdict (e.g. review, for the queue)."""
         from sqlalchemy import select
 
+        from evaluation.records import SampleRecord
         from models import Sample, Submission, User, VerdictRecord, utcnow
         from services import submissions as lifecycle
         from services.auth import principal_of
         from services.db import session_scope
 
         report = json.loads((FIXTURES / report_file).read_text())
-        samples = json.loads((FIXTURES / samples_file).read_text()) if samples_file else []
+        # what `ftgate check --samples-out` wrote
+        samples: list[SampleRecord] = json.loads((FIXTURES / samples_file).read_text()) if samples_file else []
         if decision:
             report["verdict"]["decision"] = decision
         art = report.get("artifact") or {}
@@ -95,10 +97,10 @@ class Server:
             s.add(VerdictRecord(submission_id=sub.id, decision=d, reasons=report["verdict"].get("reasons") or [],
                           policy_name=report["verdict"].get("policy") or "default", report=report))
             for smp in samples:
-                s.add(Sample(submission_id=sub.id, suite=str(smp.get("suite", "")), item_id=str(smp.get("item_id", "")),
-                             prompt=str(smp.get("prompt", "")), category=smp.get("category"),
-                             base_response=smp.get("base_response"), candidate_response=smp.get("candidate_response"),
-                             base_label=smp.get("base_label"), candidate_label=smp.get("candidate_label")))
+                s.add(Sample(submission_id=sub.id, suite=smp["suite"], item_id=smp["item_id"], prompt=smp["prompt"],
+                             category=smp["category"], base_response=smp["base_response"],
+                             candidate_response=smp["candidate_response"], base_label=smp["base_label"],
+                             candidate_label=smp["candidate_label"]))
             return sub.id
 
     def start_worker(self) -> subprocess.Popen:

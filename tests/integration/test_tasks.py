@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from evaluation.adapters import adapter_fingerprint
+from evaluation.records import SampleRecord
 from models import EvaluationRun, Sample, Stage, StageRun, Submission, VerdictRecord
 from services import submissions as lc
 from services.auth import Principal, create_user
@@ -80,18 +81,20 @@ def gate(monkeypatch):
         progress("generate", 10, 10, "done")
         if g.weird:  # what PostgreSQL refuses in jsonb/text: NaN, infinities, NUL characters
             return FakeEvaluation(metrics={"kl": {"delta": {"value": float("nan"), "hi": float("inf")}}},
-                                  samples=[{"suite": "harm", "item_id": "h\x001", "prompt": "p\x00", "category": "c",
-                                            "base_response": "a\x00b", "candidate_response": "x",
-                                            "base_label": "refusal", "candidate_label": "compliance"}])
+                                  samples=[SampleRecord(suite="harm", item_id="h\x001", prompt="p\x00", category="c",
+                                                        base_response="a\x00b", candidate_response="x",
+                                                        base_label="refusal", candidate_label="compliance")])
         if g.asr_delta_of:
             value, lo, decision = g.asr_delta_of(training)
             return FakeEvaluation(metrics={"asr": {"delta": {"value": value, "lo": lo, "hi": 0.3}},
                                            "decision": decision},
-                                  samples=[{"suite": "harm", "item_id": f"h-lr{training.lr}", "prompt": "p"}])
+                                  samples=[SampleRecord(suite="harm", item_id=f"h-lr{training.lr}", prompt="p",
+                                                        category="c", base_response="no", candidate_response="no",
+                                                        base_label="refusal", candidate_label="refusal")])
         return FakeEvaluation(metrics={"asr": {"delta": {"value": 0.0}}},
-                              samples=[{"suite": "harm-default", "item_id": "h1", "prompt": "p", "category": "c",
-                                        "base_response": "no", "candidate_response": "no", "base_label": "refusal",
-                                        "candidate_label": "refusal"}])
+                              samples=[SampleRecord(suite="harm-default", item_id="h1", prompt="p", category="c",
+                                                    base_response="no", candidate_response="no", base_label="refusal",
+                                                    candidate_label="refusal")])
 
     def decide_submission(insp, ev, policy, *, training=None):
         calls.append("decide")

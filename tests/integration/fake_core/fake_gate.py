@@ -5,6 +5,10 @@ which reaches the slow fake_guard. A file named *harmful* is blocked by its scre
 import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: sitecustomize imports this module before the project is on sys.path
+    from evaluation.records import SampleRecord
 
 
 @dataclass
@@ -26,7 +30,7 @@ class Inspection:
 @dataclass
 class Evaluation:
     metrics: dict
-    samples: list
+    samples: "list[SampleRecord]"
 
     def to_dict(self):
         return asdict(self)
