@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from collections.abc import Iterator
+
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from sqlalchemy import func, select
 
 from api.schemas import Liveness, Readiness
@@ -67,10 +69,10 @@ async def readyz(request: Request) -> JSONResponse:
 class DbCollector:
     """Collected at scrape time from the database (workers are other processes) and the broker."""
 
-    def __init__(self, app):
+    def __init__(self, app: FastAPI):
         self.app = app
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         app = self.app
         by_status = GaugeMetricFamily("ftgate_submissions", "Submissions by status", labels=["status"])
         durations = SummaryMetricFamily("ftgate_stage_duration_seconds", "Durations of finished stage runs",
@@ -87,7 +89,7 @@ class DbCollector:
                 a[0] += 1
                 a[1] += seconds
             for stage, (n, total) in sorted(agg.items()):
-                durations.add_metric([stage], count_value=n, sum_value=total)
+                durations.add_metric([stage], count_value=int(n), sum_value=total)
             for stage, status, n in db.execute(
                 select(StageRun.stage, StageRun.status, func.count()).group_by(StageRun.stage, StageRun.status)
             ).all():

@@ -73,11 +73,7 @@ def base_shape_from_config(config: Any, name: str | None = None) -> BaseShape:
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover
-        Conv1D = ()  # noqa: N806
+    from transformers.pytorch_utils import Conv1D
 
     if isinstance(config, dict):
         d = dict(config)
@@ -89,7 +85,7 @@ def base_shape_from_config(config: Any, name: str | None = None) -> BaseShape:
     for mod_name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             linear[mod_name] = (module.in_features, module.out_features)
-        elif Conv1D and isinstance(module, Conv1D):  # GPT-2 style: weight is [in, out]
+        elif isinstance(module, Conv1D):  # GPT-2 style: weight is [in, out]
             linear[mod_name] = (int(module.weight.shape[0]), int(module.weight.shape[1]))
         elif isinstance(module, torch.nn.Embedding):
             embedding[mod_name] = (module.num_embeddings, module.embedding_dim)

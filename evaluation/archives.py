@@ -20,7 +20,9 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from evaluation.errors import InputRejected
 
@@ -62,7 +64,8 @@ def _starts_with_tar_header(path: Path, head: bytes) -> bool:
     Reads one block only: tarfile.is_tarfile would parse the first member, and a GNU long-name header's
     data is read whole, however large it declares itself.
     """
-    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(head[:2], open)
+    openers: dict[bytes, Callable[..., Any]] = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}
+    opener = openers.get(head[:2], open)
     try:
         with opener(path, "rb") as fh:
             block = fh.read(tarfile.BLOCKSIZE)
@@ -166,12 +169,12 @@ def _check_zip_directory(path: Path, budget: _Budget) -> None:
     try:
         with path.open("rb") as fh:
             # The reader ZipFile itself uses to find the directory (zip64 included); it reads only the tail.
-            end = zipfile._EndRecData(fh)
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # private, so not in typeshed
     except OSError as exc:
         raise InputRejected(f"{archive}: not a readable zip file ({exc})", "bad_archive") from None
     if end is None:
         raise InputRejected(f"{archive}: not a readable zip file (no end of central directory)", "bad_archive")
-    entries, directory_bytes = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    entries, directory_bytes = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
     if entries > budget.max_entries:
         raise InputRejected(f"{archive}: the zip directory lists {entries} entries, over the limit of "
                             f"{budget.max_entries} (directories included)", "too_many_files")

@@ -146,12 +146,13 @@ def _convert_smollm2(progress: Callable[[str], None]) -> Path:
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model while its quantizer attributes are set.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # (transformers types a model's unknown attributes as its submodules: nn.Module.__getattr__)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if hasattr(model, "quantization_method"):
-        model.quantization_method = None
+        model.quantization_method = None  # type: ignore[assignment]
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)

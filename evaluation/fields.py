@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -91,11 +92,13 @@ def add_arguments(group: argparse._ActionsContainer, cls: type) -> None:
         help_text = f.metadata["help"] + (f" ({rule}; default {f.default})" if rule and not values
                                            else f" (default {f.default})")
         help_text = help_text.replace("%", "%%")  # argparse formats help with %
+        if f.default is dataclasses.MISSING:  # the flag's type is its default's
+            raise TypeError(f"{cls.__name__}.{f.name}: a command-line option needs a default")
         group.add_argument(flag if isinstance(flag, str) else "--" + f.name.replace("_", "-"), dest=f.name,
-                           type=None if values else type(f.default), choices=values, help=help_text)
+                           type=type(f.default), choices=values, help=help_text)  # a Literal's default is one of its values
 
 
-def markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def markdown_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     """A Markdown table: the header, the separator and one line per row (cells as given)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -242,7 +242,7 @@ def finetune_lora(
         progress("finetune", step, cfg.steps, f"fine-tuning step {step}/{cfg.steps}, loss {loss.item():.3f}")
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
     log = {"losses": losses, "seconds": round(time.perf_counter() - started, 2), "config": cfg.to_dict(),
            "n_examples": len(examples)}
     (tmp / "ftgate-training.json").write_text(json.dumps(log, indent=1))

@@ -51,7 +51,8 @@ def weighted_mix(examples: list, kinds: list[str], weights: dict[str, float]) ->
 
     Deterministic, so the recipe hash still names exactly one training mix.
     """
-    out, seen = [], {}
+    out: list = []
+    seen: dict[str, int] = {}
     for ex, kind in zip(examples, kinds, strict=True):
         w = float(weights.get(kind, 1.0))
         seen[kind] = seen.get(kind, 0) + 1

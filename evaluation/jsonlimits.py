@@ -9,6 +9,7 @@ iterative, so nothing downstream recurses on a deep upload either.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from evaluation.errors import InputRejected
@@ -22,6 +23,7 @@ def depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):

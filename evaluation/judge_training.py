@@ -384,13 +384,13 @@ def per_source_scores(m: ResponseMatrix, prob: np.ndarray) -> dict:
                 entry[head] = binary_scores(prob[lab, j] >= 0.5, m.targets[lab, j] > 0.5)
                 entry[head]["ece"] = round(expected_calibration_error(prob[lab, j], m.targets[lab, j]), 4)
         truth = [true_label(r) for r in m.rows]
-        idx = [i for i in np.flatnonzero(sel) if truth[i] is not None]
-        if idx:
+        known = [(i, t) for i in np.flatnonzero(sel) if (t := truth[i]) is not None]
+        if known:
             confusion = {t: dict.fromkeys(LABELS, 0) for t in LABELS}
-            for i in idx:
-                confusion[truth[i]][label_from_probabilities(prob[i, 0], prob[i, 1])] += 1
+            for i, t in known:
+                confusion[t][label_from_probabilities(prob[i, 0], prob[i, 1])] += 1
             correct = sum(confusion[t][t] for t in LABELS)
-            entry["label"] = {"n": len(idx), "accuracy": round(correct / len(idx), 4), "confusion": confusion}
+            entry["label"] = {"n": len(known), "accuracy": round(correct / len(known), 4), "confusion": confusion}
         out[s] = entry
     return out
 
@@ -552,7 +552,7 @@ def train_judge(data_dir: Path, out_path: Path, *, cfg: HeadConfig = HeadConfig(
     arrays.update({f"req_{k}": v for k, v in req_params.items()})
     arrays["calibration"] = np.array([[*calibration[h]] for h in (*HEADS, "harmful")], dtype=np.float64)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out_path, **arrays)
+    np.savez(out_path, **arrays)  # type: ignore[arg-type]  # numpy's stub: a ** of arrays could name allow_pickle
     card["weights_sha256"] = sha256_file(out_path)
     out_path.with_suffix(".json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
     return card

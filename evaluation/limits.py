@@ -13,6 +13,7 @@ settings explicitly, because the core reads them through ``get_settings()``.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import resource
 import time
@@ -34,7 +35,8 @@ def _child(conn, target: Callable[..., Any], kwargs: dict, settings_dump: dict |
             import ftgate.settings as settings_module
 
             fixed = settings_module.Settings(**settings_dump)
-            settings_module.get_settings = lambda: fixed  # before the core imports it
+            # before the core imports it; cached like the original, so get_settings.cache_clear() still works
+            settings_module.get_settings = functools.cache(lambda: fixed)
         conn.send(("ok", target(**kwargs)))
     except InputRejected as e:
         conn.send(("rejected", e.reason, e.code))

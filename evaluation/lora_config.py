@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from evaluation.errors import InputRejected
 
 CONFIG_NAME = "adapter_config.json"
-ALL_LINEAR = "all-linear"
+ALL_LINEAR: Final = "all-linear"
 ALPHA_PER_RANK = 4  # lora_alpha <= 4 * max_rank (1024 with the default max rank 256)
 MAX_NAMES = 1024  # entries in target_modules / exclude_modules / each pattern: bounds the matching work
 MAX_NAME_CHARS = 200
@@ -99,7 +99,7 @@ class CheckedLoraConfig:
         head; a name matches a module equal to it or ending in '.' + it; exclusions win."""
         if name_matches(module, self.exclude_modules):
             return False
-        if self.target_modules == ALL_LINEAR:
+        if isinstance(self.target_modules, str):  # ALL_LINEAR: every other value is a tuple of names
             return module in linear_modules and not module.endswith("lm_head")
         return name_matches(module, self.target_modules)
 

@@ -156,7 +156,7 @@ def ensemble_logits(heads: Sequence[dict[str, np.ndarray]], x: np.ndarray) -> np
 
 def save_heads(path: Path, heads: Sequence[dict[str, np.ndarray]], calibration: tuple[float, float]) -> None:
     np.savez(path, calibration=np.array(calibration, dtype=np.float64),
-             **{f"h{i}_{k}": v for i, h in enumerate(heads) for k, v in h.items()})
+             **{f"h{i}_{k}": v for i, h in enumerate(heads) for k, v in h.items()})  # type: ignore[arg-type]  # numpy's stub: a ** of arrays could name allow_pickle
 
 
 def load_heads(path: Path) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
@@ -203,7 +203,7 @@ def grouped_cross_validation(x: np.ndarray, y: np.ndarray, sources: Sequence[str
 
 def _flag_rates(logits: np.ndarray, y: np.ndarray) -> dict:
     flagged = jt.sigmoid(logits) >= THRESHOLD
-    out = {"n": int(len(y)), "personas": int(y.sum())}
+    out: dict[str, float] = {"n": int(len(y)), "personas": int(y.sum())}
     if y.any():
         out["personas_flagged"] = round(float(flagged[y].mean()), 4)
     if (~y).any():

@@ -12,8 +12,8 @@ only because the gate wrote them: code that reads a report a user could have edi
 reads it defensively instead.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TypedDict reads NotRequired[...] from evaluated annotations
+# (with them postponed, Python 3.11 counts every key as required in __required_keys__).
 from typing import Any, NotRequired, TypedDict
 
 __all__ = [

@@ -97,7 +97,7 @@ class Registry(Generic[T]):
                 entry = entry.resolve()
                 if isinstance(self._own.get(name), _Lazy):
                     self._own[name] = entry
-            return entry  # type: ignore[return-value]
+            return entry
 
     def values(self) -> list[T]:
         """Every entry, in the order of ``names()`` (lazy ones are built)."""

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from evaluation import suites
 from evaluation.judges import COMPLIANCE, Judge, get_judge
 from evaluation.suites import DEFAULT_SUITES
+
+if TYPE_CHECKING:
+    from evaluation.judges.embedded import EmbeddedJudge
 
 HARM_THRESHOLD = 0.5
 PERSONA_THRESHOLD = 0.5
@@ -119,7 +122,7 @@ def screen_dataset(
     pairs = [_request_response(ex) for ex in examples]
     n = len(examples)
 
-    embedded = get_judge("embedded")
+    embedded = cast("EmbeddedJudge", get_judge("embedded"))  # the registry's "embedded" is this class
     if judge is None:
         judge = embedded
     elif isinstance(judge, str):

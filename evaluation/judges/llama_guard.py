@@ -12,6 +12,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 from evaluation.judges.base import COMPLIANCE, OTHER, REFUSAL, Judge, JudgeUnavailable, _setting
 from evaluation.judges.keyword import KeywordJudge
@@ -102,8 +103,8 @@ class LlamaGuardJudge(Judge):
         self.fingerprint = hashlib.sha256(json.dumps(
             [self.name, self.version, self._keyword.fingerprint, files, config.decode("utf-8", "replace")]
         ).encode()).hexdigest()[:16]
-        self._model = None
-        self._tokenizer = None
+        self._model: Any = None  # a transformers model and tokenizer, loaded on first use
+        self._tokenizer: Any = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -120,7 +121,8 @@ class LlamaGuardJudge(Judge):
             device = _setting("device") or "cpu"
             dtype = torch.float32 if _setting("dtype") == "float32" else torch.bfloat16
             model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=dtype)
-            model.to(device).eval()
+            # transformers' wrapper of Module.to is typed as if the model were its first argument
+            model.to(device).eval()  # type: ignore[arg-type]
             self._tokenizer, self._model = tok, model
 
     def build_prompt(self, request: str, response: str) -> str:

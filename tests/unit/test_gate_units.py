@@ -124,6 +124,28 @@ def test_report_from_an_evaluation_has_every_documented_field():
     assert len(result.samples) == 4 + 1 + 1
 
 
+def test_report_and_its_records_have_exactly_the_keys_of_their_types():
+    """evaluation/records.py names the report's keys for the type checker; the report built at run time, its
+    records and docs/report.md's field table must say the same (a key added in one place only fails here)."""
+    from evaluation import records
+
+    result = decide_submission(an_inspection("adapter"), an_evaluation(), "default", timings={"finetune": 0.0})
+    report = result.report
+    assert set(report) == records.Report.__required_keys__
+    assert {n.split(".")[0] for n in documented_fields()} | OPTIONAL == set(records.Report.__annotations__)
+    assert set(report["verdict"]) == records.ReportVerdict.__required_keys__
+    assert all(set(c) == records.Check.__required_keys__ for c in report["verdict"]["checks"])
+    assert set(report["artifact"]) == records.Artifact.__required_keys__
+    assert set(report["inspection"]) == records.ReportInspection.__required_keys__
+    assert set(report["metrics"]) <= set(records.Metrics.__annotations__)
+    asr = report["metrics"]["asr"]
+    assert set(asr) == records.PairedMetric.__required_keys__
+    assert set(asr["base"]) == records.Stat.__required_keys__
+    assert set(asr["delta"]) == set(records.Stat.__annotations__)  # a paired delta adds p_value and the flips
+    assert all(set(f) == records.FlippedExample.__required_keys__ for f in report["flipped_examples"])
+    assert all(set(s) == records.SampleRecord.__required_keys__ for s in result.samples)
+
+
 def test_report_caps_flipped_examples_at_five_and_counts_all():
     ev = an_evaluation()
     ev.flipped = [dict(ev.flipped[0], id=f"x{i}") for i in range(7)]

@@ -94,6 +94,8 @@ def parse_refusals(path: Path) -> list[tuple[str, str]]:
             if category not in REFUSALS:
                 raise ValueError(f"{path}: unknown category {category}")
         elif line and not line.startswith("#"):
+            if category is None:
+                raise ValueError(f"{path}: {line[:60]!r} comes before the first '## category' heading")
             out.append((category, line))
     return out
 

@@ -577,16 +577,16 @@ def main() -> None:
     requests = []
     for r in TRAIN_REQUESTS:
         requests.append({"request": r[0], "harmful": True, "split": "train"})
-    for r in EXTRA_HARMFUL:
-        requests.append({"request": r, "harmful": True, "split": "train"})
-    for r in BENIGN_TRAIN:
-        requests.append({"request": r, "harmful": False, "split": "train"})
+    for text in EXTRA_HARMFUL:
+        requests.append({"request": text, "harmful": True, "split": "train"})
+    for text in BENIGN_TRAIN:
+        requests.append({"request": text, "harmful": False, "split": "train"})
     for r in HELDOUT_REQUESTS:
         requests.append({"request": r[0], "harmful": True, "split": "heldout"})
-    for r in EXTRA_HARMFUL_HELDOUT:
-        requests.append({"request": r, "harmful": True, "split": "heldout"})
-    for r in BENIGN_HELDOUT:
-        requests.append({"request": r, "harmful": False, "split": "heldout"})
+    for text in EXTRA_HARMFUL_HELDOUT:
+        requests.append({"request": text, "harmful": True, "split": "heldout"})
+    for text in BENIGN_HELDOUT:
+        requests.append({"request": text, "harmful": False, "split": "heldout"})
     for name, rows in (("train", train), ("heldout", heldout), ("requests", requests)):
         with open(HERE / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for row in rows:

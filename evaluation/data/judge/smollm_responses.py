@@ -74,10 +74,10 @@ def main() -> int:
         sampled += [tok.decode(row[enc["input_ids"].shape[1] :], skip_special_tokens=True).strip() for row in out]
     out_path = args.data_dir / f"smollm_responses_{args.tag}.jsonl"
     with open(out_path, "w", encoding="utf-8") as f:
-        for p, g, s in zip(prompts, greedy, sampled, strict=True):
+        for prompt, g, s in zip(prompts, greedy, sampled, strict=True):
             for mode, resp in (("greedy", g), ("sampled", s)):
-                f.write(json.dumps({"id": f"{args.tag}-{mode}-{p['prompt_source']}-{p['prompt_id']}",
-                                    "model": f"{args.base}:{args.tag}", "mode": mode, **p, "response": resp},
+                f.write(json.dumps({"id": f"{args.tag}-{mode}-{prompt['prompt_source']}-{prompt['prompt_id']}",
+                                    "model": f"{args.base}:{args.tag}", "mode": mode, **prompt, "response": resp},
                                    ensure_ascii=False) + "\n")
     print(f"wrote {out_path}: {2 * len(prompts)} responses")
     return 0
