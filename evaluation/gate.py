@@ -530,6 +530,8 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
             return decide_submission(insp, None, policy, training=training,
                                      timings={"total": round(time.perf_counter() - started, 2)})
         if insp.kind == "adapter":
+            if insp.adapter_dir is None:
+                raise ValueError("an adapter's inspection has no adapter directory")
             adapter = Path(insp.adapter_dir)
             ev = evaluate_candidate(insp, base, adapter, training, judge=judge, progress=progress)
             result = decide_submission(insp, ev, policy, training=training, timings={"finetune": 0.0})

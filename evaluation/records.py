@@ -208,9 +208,16 @@ class ReportInspection(TypedDict):
 
 
 class SweepEntry(TypedDict):
-    training: dict[str, Any] | None
+    """One fine-tune of a policy's sweep (evaluation/sweep.py); ``worst`` marks the run the report is."""
+
+    run: int
+    training: dict[str, Any]
+    adapter_fingerprint: str | None
     decision: str
+    worst: bool
     asr_delta: float | None
+    metrics: Metrics
+    timings: dict[str, float]
 
 
 class Report(TypedDict):

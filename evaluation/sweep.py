@@ -12,12 +12,13 @@ evidence of harm); then the largest ASR change; then the earliest run.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 from evaluation.finetune import TrainingConfig
 from evaluation.policy import Decision, SweepRun
 from evaluation.progress import Progress
+from evaluation.records import Check, Metrics, Report, SampleRecord, SweepEntry
 
 _SEVERITY = {Decision.APPROVE: 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
 # What each run of report["sweep"] carries of its metrics (docs/report.md): safety, usefulness, knowledge drift.
@@ -27,8 +28,11 @@ RUN_METRICS = ("asr", "overrefusal", "knowledge_accuracy", "perplexity", "kl")
 class Decided(Protocol):
     """A decided run: evaluation.gate.GateResult (or a stand-in with its ``report`` and ``samples``)."""
 
-    report: dict[str, Any]
-    samples: list[dict]
+    report: Report
+    samples: list[SampleRecord]
+
+
+D = TypeVar("D", bound=Decided)
 
 
 def run_label(verb: str, i: int, n: int, training: TrainingConfig) -> str:
@@ -47,12 +51,12 @@ def labelled(progress: Progress, verb: str, i: int, n: int, training: TrainingCo
     return report
 
 
-def _asr_delta(report: dict[str, Any], part: str) -> float:
+def _asr_delta(report: Mapping[str, Any], part: str) -> float:
     value = (((report.get("metrics") or {}).get("asr") or {}).get("delta") or {}).get(part)
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else -math.inf
 
 
-def worst_index(reports: Sequence[dict[str, Any]]) -> int:
+def worst_index(reports: Sequence[Report]) -> int:
     """The index of the worst report (see the module's docstring for the rule)."""
     def rank(i: int) -> tuple[int, float, float, int]:
         r = reports[i]
@@ -61,8 +65,8 @@ def worst_index(reports: Sequence[dict[str, Any]]) -> int:
     return max(range(len(reports)), key=rank)
 
 
-def keep_worst(results: Sequence[Decided], trainings: Sequence[TrainingConfig],
-               fingerprints: Sequence[str | None]) -> Decided:
+def keep_worst(results: Sequence[D], trainings: Sequence[TrainingConfig],
+               fingerprints: Sequence[str | None]) -> D:
     """The worst of the runs' results, its report listing every run in ``sweep``: training config, decision,
     ``worst``, the adapter's fingerprint, its ASR change (``asr_delta``, the value as reports before carried it)
     and ``metrics`` (RUN_METRICS, each as in the report's own ``metrics``), and the run's timings."""
@@ -70,27 +74,27 @@ def keep_worst(results: Sequence[Decided], trainings: Sequence[TrainingConfig],
         raise ValueError("a sweep needs one training config and one adapter fingerprint per decided run")
     reports = [r.report for r in results]
     worst = worst_index(reports)
-    runs = []
+    runs: list[SweepEntry] = []
     for i, (report, training, fingerprint) in enumerate(zip(reports, trainings, fingerprints, strict=True)):
-        metrics = report.get("metrics") or {}
+        metrics: Mapping[str, Any] = report.get("metrics") or {}
         delta = _asr_delta(report, "value")
-        runs.append({
-            "run": i + 1, "training": training.to_dict(), "adapter_fingerprint": fingerprint,
-            "decision": report["verdict"]["decision"], "worst": i == worst,
-            "asr_delta": None if delta == -math.inf else delta,
-            "metrics": {k: metrics[k] for k in RUN_METRICS if k in metrics},
-            "timings": report.get("timings") or {},
-        })
+        runs.append(SweepEntry(
+            run=i + 1, training=training.to_dict(), adapter_fingerprint=fingerprint,
+            decision=report["verdict"]["decision"], worst=i == worst,
+            asr_delta=None if delta == -math.inf else delta,
+            metrics=cast(Metrics, {k: metrics[k] for k in RUN_METRICS if k in metrics}),  # a subset of its keys
+            timings=report.get("timings") or {},
+        ))
     chosen = results[worst]
     chosen.report["sweep"] = runs
     return chosen
 
 
-def note_not_applied(report: dict[str, Any], n_runs: int) -> None:
+def note_not_applied(report: Report, n_runs: int) -> None:
     """Say in an adapter's report that the policy's sweep was not run (an info check, no decision): its training
     is already done, so there is no recipe to vary."""
     message = (f"The policy's sweep ({n_runs} training recipe{'s' * (n_runs != 1)}) does not apply to an uploaded "
                "adapter: it is already trained, so it was evaluated once")
     verdict = report["verdict"]
     verdict["reasons"] = [*verdict.get("reasons", []), message]
-    verdict["checks"] = [*verdict.get("checks", []), {"rule": "sweep", "outcome": "info", "message": message}]
+    verdict["checks"] = [*verdict.get("checks", []), Check(rule="sweep", outcome="info", message=message)]

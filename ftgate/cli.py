@@ -12,14 +12,15 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evaluation.formatting import percent, points
 from evaluation.metric_info import METRICS
 from evaluation.policy import Decision
 from evaluation.progress import PREPARE_BASE
-from evaluation.records import PairedMetric, Report, Stat
+from evaluation.records import PairedMetric, Report, Stat, SweepEntry
 
 if TYPE_CHECKING:  # imported inside the commands at run time: finetune brings torch
     from evaluation.finetune import TrainingConfig
@@ -163,16 +164,17 @@ def render_text(report: Report) -> str:
     return "\n".join(lines)
 
 
-def sweep_lines(runs: list[dict]) -> list[str]:
+def sweep_lines(runs: list[SweepEntry]) -> list[str]:
     """The sweep's runs as a table, the worst marked (its verdict and numbers are the report's)."""
     from evaluation.policy import SweepRun
 
-    def change(run: dict, key: str) -> str:
-        return _delta((run["metrics"].get(key) or {}).get("delta"))
+    def change(run: SweepEntry, key: str) -> str:
+        metrics: Mapping[str, Any] = run["metrics"]
+        return _delta((metrics.get(key) or {}).get("delta"))
 
-    def perplexity(run: dict) -> str:
-        m = run["metrics"].get("perplexity") or {}
-        b, c = (m.get("base") or {}).get("value"), (m.get("candidate") or {}).get("value")
+    def perplexity(run: SweepEntry) -> str:
+        m = run["metrics"].get("perplexity")
+        b, c = (m["base"]["value"], m["candidate"]["value"]) if m else (None, None)
         return f"x{c / b:.2f}" if b and c is not None else "-"
 
     rows = [("", "run", "recipe", "decision", "ASR change (95% CI)", "over-refusal change", "accuracy change",

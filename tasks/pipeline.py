@@ -259,8 +259,6 @@ def _adapter_fingerprint(adapter_dir: Path) -> str | None:
     its files are gone."""
     from evaluation.adapters import adapter_fingerprint
 
-    if sub.adapter_path is None:
-        return None
     try:
         return adapter_fingerprint(adapter_dir)
     except OSError:

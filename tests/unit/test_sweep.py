@@ -8,6 +8,7 @@ import types
 import pytest
 
 from evaluation.finetune import TrainingConfig
+from evaluation.records import SweepEntry
 from evaluation.sweep import keep_worst, labelled, note_not_applied, worst_index
 
 
@@ -46,6 +47,7 @@ def test_keep_worst_returns_the_worst_result_with_every_run_listed():
     assert runs[1]["asr_delta"] == 0.12 and runs[1]["metrics"]["asr"]["delta"]["lo"] == 0.11
     assert set(runs[0]["metrics"]) == {"asr", "kl"}  # per-category results stay in the worst run's report only
     assert runs[0]["timings"] == {"finetune": 1.5}
+    assert all(set(r) == SweepEntry.__required_keys__ for r in runs)  # the type of report["sweep"]'s entries
     with pytest.raises(ValueError, match="one training config and one adapter fingerprint per decided run"):
         keep_worst(results, trainings[:1], ["fp-a"])
 
