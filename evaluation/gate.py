@@ -33,7 +33,7 @@ from evaluation.progress import Progress, base_progress, no_progress
 from ftgate.settings import get_settings
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
-           "inspect_submission", "finetune_submission", "finetune_dataset", "evaluate_submission",
+           "inspect_submission", "finetune_submission", "finetune_dataset", "finetune_examples", "evaluate_submission",
            "evaluate_candidate", "benign_control", "add_control", "decide_submission", "run_check",
            "default_suites", "eval_copy"]
 
@@ -182,12 +182,21 @@ def finetune_submission(inspection: Inspection, base_name: str, training: Traini
 def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfig | None = None, *,
                      progress: Progress = no_progress) -> Path:
     """A LoRA adapter trained on the dataset over the base, cached by (data, base fingerprint, config)."""
-    from evaluation.bases import load_base
     from evaluation.datasets import load_dataset
 
     cfg = training or TrainingConfig()
     _, examples = load_dataset(dataset_path, preference_side=cfg.preference_side,
                                max_examples=get_settings().max_dataset_examples)
+    return finetune_examples(examples, base_name, cfg, progress=progress)
+
+
+def finetune_examples(examples: list, base_name: str, training: TrainingConfig | None = None, *,
+                      progress: Progress = no_progress) -> Path:
+    """A LoRA adapter trained on ``examples`` over the base, cached by (their content, base fingerprint,
+    config): what ``finetune_dataset`` runs once the file is read, and what a repair's mixes are trained by."""
+    from evaluation.bases import load_base
+
+    cfg = training or TrainingConfig()
     base = load_base(base_name, progress=base_progress(progress))
     key = training_key(examples_fingerprint(examples), base.fingerprint, cfg)
     out = get_settings().cache_dir / "finetunes" / key
@@ -483,6 +492,33 @@ def decide_submission(inspection: Inspection, evaluation: Evaluation | None, pol
     return GateResult(report=report, samples=ev.get("samples", []))
 
 
+def _training_fields(report: dict) -> dict[str, Any]:
+    """The TrainingConfig fields of a report's ``training`` (which also names the fixed choices)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(TrainingConfig)}
+    return {k: v for k, v in (report.get("training") or {}).items() if k in names}
+
+
+def repair_submission(inspection: Inspection, base_name: str, verdict: dict, training: TrainingConfig | None = None,
+                      *, policy: str | None = None, judge: str | None = None, mode: str = "offer",
+                      config: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
+    """The report's ``repair`` object for a decided submission (docs/report.md): the repair when the verdict
+    holds a safety block or review, else why none was made. ``verdict`` is the report's; it is not changed."""
+    from evaluation.repair import repair_dataset, safety_findings
+
+    if mode == "off":
+        return {"status": "off", "mode": mode, "reason": "repair is off"}
+    if not safety_findings(verdict):
+        return {"status": "not_needed", "mode": mode,
+                "reason": f"the verdict is {verdict.get('decision')} with no safety block or review to repair"}
+    if inspection.kind == "dataset":
+        return repair_dataset(inspection, base_name, training, policy=policy, judge=judge, mode=mode,
+                              config=config, progress=progress)
+    return {"status": "skipped", "mode": mode,
+            "reason": "an uploaded adapter has no training data to mix safety data into"}
+
+
 def _code_revision() -> str:
     """`+<git short sha>` when running from a checkout, so a report names the exact code."""
     import subprocess
@@ -497,20 +533,35 @@ def _code_revision() -> str:
 
 def run_check(path: Path, *, kind: str | None = None, base: str | None = None, policy: str | None = None,
               training: TrainingConfig | None = None, judge: str | None = None, sweep: list[TrainingConfig] | None = None,
-              workdir: Path | None = None, progress: Progress = no_progress) -> GateResult:
-    """The whole gate in one process. With `sweep`, every training config is tried and the worst case kept."""
+              repair: str | None = "off", repair_config: Any = None, workdir: Path | None = None,
+              progress: Progress = no_progress) -> GateResult:
+    """The whole gate in one process. With `sweep`, every training config is tried and the worst case kept.
+
+    ``repair`` (off | offer | auto; None: the policy's setting, and never more than it allows): when the verdict
+    is a block or review for safety, the repaired adapter is made and judged too (evaluation/repair.py), its
+    result in the report's ``repair`` object; the verdict itself is not changed."""
+    from evaluation.policy import load_policy
+    from evaluation.repair import repair_mode
+
     settings = get_settings()
     base = base or settings.default_base
     started = time.perf_counter()
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
     workdir = workdir or settings.cache_dir / "work" / digest
+    the_policy = load_policy(policy)
+    mode = repair_mode(repair, the_policy.repair, the_policy.name)  # a bad value is refused before any work
     try:
         training = training or TrainingConfig()
         insp = inspect_submission(Path(path), kind, base, workdir=workdir, policy=policy,
                                   preference_side=training.preference_side, progress=progress)
         if insp.early_verdict:
-            return decide_submission(insp, None, policy, training=training,
-                                     timings={"total": round(time.perf_counter() - started, 2)})
+            result = decide_submission(insp, None, policy, training=training,
+                                       timings={"total": round(time.perf_counter() - started, 2)})
+            if mode != "off":
+                result.report["repair"] = {"status": "skipped", "mode": mode, "reason": (
+                    "blocked at screening, before any fine-tune: most of the data is harmful, so there is no "
+                    "customer task to keep")}
+            return result
         results = []
         for cfg in sweep or [training]:
             t0 = time.perf_counter()
@@ -525,6 +576,11 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
         if sweep:
             worst.report["sweep"] = [{"training": r.report["training"], "decision": r.decision,
                                       "asr_delta": r.report["metrics"]["asr"]["delta"]["value"]} for r in results]
+        if mode != "off":
+            worst.report["repair"] = repair_submission(
+                insp, base, worst.report["verdict"], TrainingConfig.from_overrides(_training_fields(worst.report)),
+                policy=policy, judge=judge, mode=mode, config=repair_config, progress=progress)
+            worst.report["timings"]["total"] = round(time.perf_counter() - started, 2)
         return worst
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -22,12 +22,12 @@ import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from evaluation.errors import InputRejected
-from evaluation.fields import markdown_table, option
+from evaluation.fields import choices, markdown_table, option
 from evaluation.formatting import percent, points
 from evaluation.metric_info import METRICS
 from evaluation.registry import Registry
@@ -55,7 +55,8 @@ _SEVERITY = {"pass": 0, "info": 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
 
 
 # A policy key's kind: how it is checked, and its bounds. "fraction": 0..1 (0.10 = 10 points or 10%); "count": a
-# whole number >= 1; "ratio": >= 1 (candidate / base); "flag": true or false; "text": a string.
+# whole number >= 1; "ratio": >= 1 (candidate / base); "flag": true or false; "text": a string; "choice": one of
+# the values of the field's Literal type.
 _KIND_BOUNDS = {"fraction": {"low": 0, "high": 1}, "count": {"low": 1}, "ratio": {"low": 1}}
 
 
@@ -117,6 +118,14 @@ class Policy:
         ... and `share` is at or over this (both must hold: the screening judge flags about 2% of plainly
         benign data, so a count alone would send large benign datasets to review). The flagged examples are
         listed for the reviewer.""")
+    # approve with repair (evaluation/repair.py)
+    repair: Literal["off", "offer", "auto"] = _key("offer", "choice", "repair", help="""
+        when a verdict is a block or a review for safety (ASR, a harm category, harmful training examples, a
+        jailbreak persona), re-run the fine-tune with safety data mixed in and evaluate the result like a
+        candidate, with its own verdict beside the original. **off**: never; **offer**: the repaired adapter
+        is computed and shown, the original verdict stands; **auto**: as offer, and when the repaired
+        adapter's own verdict is approve it becomes the released artifact. Also the most a submission may ask
+        for (off < offer < auto).""")
     # where it was loaded from (not a file key, not part of the hash)
     source: str = field(default="", compare=False)
 
@@ -138,7 +147,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Policy) if f.name != "source"}
 
 
 # docs/policy.md's field tables: one per section, each field in its declared order
-DOC_SECTIONS = ("asr", "overrefusal", "knowledge", "screening", "names")
+DOC_SECTIONS = ("asr", "overrefusal", "knowledge", "screening", "repair", "names")
 
 
 def _doc_value(f: dataclasses.Field, value: Any) -> str:
@@ -146,7 +155,7 @@ def _doc_value(f: dataclasses.Field, value: Any) -> str:
     kind, unit = f.metadata["kind"], f.metadata["unit"]
     if kind == "flag":
         return f"`{str(value).lower()}`"
-    if kind == "text":
+    if kind in ("text", "choice"):
         return f"`{json.dumps(value)}`"
     if kind == "count":
         return f"`{value}` {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
@@ -180,6 +189,12 @@ def _check_value(key: str, value: Any, label: str) -> Any:
     if kind == "text":
         if not isinstance(value, str):
             raise InputRejected(f"{bad} must be a string, got {value!r}", "invalid_policy")
+        return value
+    if kind == "choice":
+        allowed = choices(Policy, key) or ()
+        if value not in allowed:
+            raise InputRejected(f"{bad} must be one of {', '.join(map(repr, allowed))}, got {value!r}",
+                                "invalid_policy")
         return value
     if kind == "flag":
         if not isinstance(value, bool):

@@ -149,10 +149,40 @@ def render_text(report: dict) -> str:
         if screening.get("n_persona"):
             lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({percent(screening['persona_share'])}),"
                          f" e.g. line {screening['persona_flagged'][0]['line']}")
+    lines += render_repair(report.get("repair"), m)
     t = report.get("timings") or {}
     if t:
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]
     return "\n".join(lines)
+
+
+def render_repair(repair: dict | None, original: dict) -> list[str]:
+    """The report's ``repair`` object as text lines: its verdict and reasons, then before/after side by side."""
+    if not repair:
+        return []
+    if repair.get("status") != "done":
+        return ["", f"Repair ({repair.get('mode')}): {repair.get('status')}: {repair.get('reason')}"]
+    released = " - released in place of the original" if repair.get("released") else ""
+    loss = repair["task_loss"]
+    lines = ["", f"Repair ({repair['method']}, {percent(repair['safety_share'])} safety data, "
+                 f"{repair['safety_examples']} of {repair['training_examples']} examples): "
+                 f"{repair['decision'].upper()}{released}",
+             *[f"  - {r}" for r in repair["reasons"]]]
+    m = repair.get("metrics") or {}
+    rows = [("metric", "original", "repaired")]
+    for key in ("asr", "overrefusal", "knowledge_accuracy"):
+        if key in m and key in original:
+            rows.append((f"{METRICS[key].label} change", _delta(original[key]["delta"]), _delta(m[key]["delta"])))
+    if "perplexity" in m and "perplexity" in original:
+        rows.append((METRICS["perplexity"].label, f"{original['perplexity']['candidate']['value']:.2f}",
+                     f"{m['perplexity']['candidate']['value']:.2f}"))
+    rows.append((f"task loss ({loss['held_back_examples']} held back)", f"{loss['original']:.3f}",
+                 f"{loss['repaired']:.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += ["  (task loss: mean NLL per response token on held-back examples, both adapters trained without them)",
+              f"  repaired adapter: {repair['adapter_path']}"]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +199,16 @@ def _training_from_args(args) -> object:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainingConfig)
                  if f.metadata["cli"] and getattr(args, f.name, None) is not None}
     return TrainingConfig.from_overrides(overrides)
+
+
+def _repair_config_from_args(args) -> object:
+    """The repair config from the flags `add_arguments` made of RepairConfig's fields (None: not given)."""
+    from dataclasses import fields
+
+    from evaluation.repair import RepairConfig
+
+    return RepairConfig.from_overrides({f.name: getattr(args, f.name) for f in fields(RepairConfig)
+                                        if f.metadata["cli"] and getattr(args, f.name, None) is not None})
 
 
 def _sweep_configs(args, training):
@@ -189,7 +229,8 @@ def cmd_check(args) -> int:
     try:
         training = _training_from_args(args)
         result = run_check(Path(args.path), kind=args.kind, base=args.base, policy=args.policy, judge=args.judge,
-                           training=training, sweep=_sweep_configs(args, training), progress=progress)
+                           training=training, sweep=_sweep_configs(args, training), repair=args.repair,
+                           repair_config=_repair_config_from_args(args), progress=progress)
     except (InputRejected, UnknownName) as exc:
         reason = exc.reason if isinstance(exc, InputRejected) else str(exc)
         code = exc.code if isinstance(exc, InputRejected) else "unknown_name"
@@ -205,7 +246,9 @@ def cmd_check(args) -> int:
     _write(args, text)
     if args.samples_out:
         Path(args.samples_out).write_text(json.dumps(result.samples, indent=1))
-    return EXIT[result.decision]
+    repair = result.report.get("repair") or {}
+    # auto: the repaired adapter is what is released when its own verdict approves, so the exit code is its verdict
+    return EXIT[repair["decision"] if repair.get("released") else result.decision]
 
 
 def _write(args, text: str) -> None:
@@ -360,7 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sweep", action="store_true", help="try several learning rates / step counts, keep the worst")
     c.add_argument("--sweep-lr", default="1e-4,2e-4,5e-4")
     c.add_argument("--sweep-steps", default="50,100")
+    c.add_argument("--repair", nargs="?", const="offer", default="off", metavar="offer|auto",
+                   help="when the verdict is a block or review for safety, also fine-tune with safety data mixed in "
+                        "and judge that adapter (offer, the default with the flag: shown beside the verdict; auto: "
+                        "released, and the exit code its verdict, when it approves); the policy must allow it")
     training_options(c)
+    from evaluation.fields import add_arguments
+    from evaluation.repair import RepairConfig
+
+    add_arguments(c.add_argument_group("repair (with --repair)"), RepairConfig)
     c.set_defaults(func=cmd_check)
 
     b = sub.add_parser("bootstrap", help="build the embedded guarded base (once per machine)")
