@@ -156,8 +156,9 @@ def render_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def render_repair(repair: dict | None, original: dict) -> list[str]:
-    """The report's ``repair`` object as text lines: its verdict and reasons, then before/after side by side."""
+def render_repair(repair: dict | None, original: dict, adapter_location: str | None = None) -> list[str]:
+    """The report's ``repair`` object as text lines: its verdict and reasons, then before/after side by side, then
+    where the repaired adapter is (``adapter_location``, e.g. the service's download link; else its folder)."""
     if not repair:
         return []
     if repair.get("status") != "done":
@@ -181,7 +182,7 @@ def render_repair(repair: dict | None, original: dict) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines += ["  (task loss: mean NLL per response token on held-back examples, both adapters trained without them)",
-              f"  repaired adapter: {repair['adapter_path']}"]
+              f"  repaired adapter: {adapter_location or repair['adapter_path']}"]
     return lines
 
 

@@ -250,3 +250,70 @@ def test_check_repair_keeps_the_verdict_and_adds_the_repaired_one(tiny_repair, t
                 "--out", str(refused), "--repair", *([value] if value else [])]
         assert main(argv) == EXIT["rejected"]
         assert message in json.loads(refused.read_text())["error"]["message"]
+
+
+# --- the service's client and page ------------------------------------------------------------------------
+
+
+def test_submit_asks_for_the_repair_and_its_exit_code_is_the_released_artifacts():
+    import io
+
+    import httpx
+
+    from api.client import submit
+    from ftgate.cli import EXIT
+
+    sent: list[bytes] = []
+    repair = {"status": "done", "mode": "auto", "decision": "approve", "reasons": ["ASR stayed"], "released": True,
+              "adapter": "/api/v1/submissions/s1/repair/adapter"}
+    detail = {"id": "s1", "status": "done", "decision": "block", "automatic_decision": "block", "kind": "dataset",
+              "repair_requested": "auto", "repair": repair, "links": {"self": "/api/v1/submissions/s1"},
+              "progress": {"percent": 100, "message": ""}}
+    report = {"verdict": {"decision": "block", "reasons": ["ASR rose"]},
+              "metrics": {"asr": {"delta": {"value": 0.2, "lo": 0.1, "hi": 0.3}}},
+              "repair": {**repair, "method": "safety-mix fine-tune", "safety_share": 0.1, "safety_examples": 3,
+                         "training_examples": 30, "metrics": {"asr": {"delta": {"value": 0.0, "lo": -0.1, "hi": 0.1}}},
+                         "task_loss": {"original": 1.2, "repaired": 1.3, "held_back_examples": 4}}}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            sent.append(request.read())
+            return httpx.Response(202, json=detail)
+        return httpx.Response(200, json=report if request.url.path.endswith("/report") else detail)
+
+    out = io.StringIO()
+    code = submit(Path(__file__), "http://x", "t", True, kind="dataset", repair="auto", poll=0, out=out,
+                  err=io.StringIO(), transport=httpx.MockTransport(answer))
+    assert b'name="repair"\r\n\r\nauto' in sent[0]
+    assert code == EXIT["approve"]  # auto, released: the repaired adapter's verdict
+    text = out.getvalue()
+    assert "verdict: BLOCK" in text and "APPROVE - released in place of the original" in text
+    assert "repaired adapter: /api/v1/submissions/s1/repair/adapter" in text and "1.200" in text
+
+    # not asked for (the policy's own offer): the verdict is known while the repair runs, so CI does not wait
+    busy = {**detail, "status": "repairing", "repair_requested": None, "repair": {"status": "pending", "mode": "offer"}}
+    code = submit(Path(__file__), "http://x", "t", True, kind="dataset", poll=0, out=io.StringIO(), err=io.StringIO(),
+                  transport=httpx.MockTransport(lambda r: httpx.Response(202 if r.method == "POST" else 200,
+                                                                         json=busy if not r.url.path.endswith("/report")
+                                                                         else {"verdict": {"decision": "block"}})))
+    assert code == EXIT["block"]
+
+
+def test_the_page_shows_the_repair_beside_the_original():
+    from api.pages.report_view import repair_view, stage_steps
+
+    original = {"asr": {"delta": {"value": 0.25, "lo": 0.15, "hi": 0.35}}}
+    shown = repair_view({"status": "done", "decision": "approve", "reasons": ["ok"], "safety_share": 0.1,
+                         "metrics": {"asr": {"delta": {"value": 0.01, "lo": -0.04, "hi": 0.06}}},
+                         "task_loss": {"original": 1.234, "repaired": 1.301, "held_back_examples": 5},
+                         "adapter": "/api/v1/submissions/s/repair/adapter"}, original)
+    assert shown["title"] == "Approved" and shown["adapter"].endswith("/repair/adapter")
+    asr, loss = shown["rows"]
+    assert asr["original"].startswith("+25") and "+15" in asr["original"] and asr["repaired"].startswith("+1")
+    assert (loss["original"], loss["repaired"]) == ("1.234", "1.301") and "5 held-back" in loss["label"]
+    failed = repair_view({"status": "failed", "reason": "diverged"}, original)
+    assert failed == {"done": False, "text": "The repair could not be made", "reason": "diverged"}
+    assert repair_view(None, original) is None
+    steps = stage_steps({"kind": "dataset", "status": "repairing", "stage": "repair", "stage_runs": [],
+                         "repair": {"status": "pending"}})
+    assert [s["stage"] for s in steps][-1] == "repair" and steps[-1]["state"] == "current"
