@@ -492,7 +492,7 @@ def decide_submission(inspection: Inspection, evaluation: Evaluation | None, pol
     return GateResult(report=report, samples=ev.get("samples", []))
 
 
-def _training_fields(report: dict) -> dict[str, Any]:
+def report_training(report: dict) -> dict[str, Any]:
     """The TrainingConfig fields of a report's ``training`` (which also names the fixed choices)."""
     from dataclasses import fields
 
@@ -578,7 +578,7 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
                                       "asr_delta": r.report["metrics"]["asr"]["delta"]["value"]} for r in results]
         if mode != "off":
             worst.report["repair"] = repair_submission(
-                insp, base, worst.report["verdict"], TrainingConfig.from_overrides(_training_fields(worst.report)),
+                insp, base, worst.report["verdict"], TrainingConfig.from_overrides(report_training(worst.report)),
                 policy=policy, judge=judge, mode=mode, config=repair_config, progress=progress)
             worst.report["timings"]["total"] = round(time.perf_counter() - started, 2)
         return worst
