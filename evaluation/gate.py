@@ -505,7 +505,7 @@ def repair_submission(inspection: Inspection, base_name: str, verdict: dict, tra
                       config: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
     """The report's ``repair`` object for a decided submission (docs/report.md): the repair when the verdict
     holds a safety block or review, else why none was made. ``verdict`` is the report's; it is not changed."""
-    from evaluation.repair import repair_dataset, safety_findings
+    from evaluation.repair import repair_adapter, repair_dataset, safety_findings
 
     if mode == "off":
         return {"status": "off", "mode": mode, "reason": "repair is off"}
@@ -515,8 +515,8 @@ def repair_submission(inspection: Inspection, base_name: str, verdict: dict, tra
     if inspection.kind == "dataset":
         return repair_dataset(inspection, base_name, training, policy=policy, judge=judge, mode=mode,
                               config=config, progress=progress)
-    return {"status": "skipped", "mode": mode,
-            "reason": "an uploaded adapter has no training data to mix safety data into"}
+    return repair_adapter(inspection, base_name, policy=policy, judge=judge, mode=mode, config=config,
+                          progress=progress)
 
 
 def _code_revision() -> str:

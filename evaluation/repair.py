@@ -56,6 +56,9 @@ class RepairConfig:
                                   low=0.01, high=0.5)
     min_holdout: int = option(4, help="held-back examples at least (when the data has twice as many)",
                               unit="examples", low=1, high=1000)
+    similarity_threshold: float = option(0.5, help="uploaded adapters: a layer whose update has a cosine "
+                                         "similarity under this with its projection on the safety subspace is "
+                                         "replaced by that projection", low=0, high=1)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None) -> RepairConfig:
@@ -286,4 +289,72 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
         "config": cfg.to_dict(),
         "adapter_fingerprint": adapter_fingerprint(repaired),
         "adapter_path": str(repaired),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# uploaded adapters: training-free (evaluation/safelora.py)
+# --------------------------------------------------------------------------------------------------
+
+SAFELORA_VERSION = 1  # bump when the projection changes: the cached repaired adapters are made again
+
+
+def repair_adapter(inspection: Any, base_name: str, *, policy: str | None = None, judge: str | None = None,
+                   mode: str = "offer", config: RepairConfig | None = None, guard_dir: Path | None = None,
+                   progress: Progress = no_progress) -> dict[str, Any]:
+    """Repair an uploaded adapter without training (evaluation/safelora.py: its update projected on the safety
+    subspace of the guard's LoRA, layer by layer) and judge the result like a candidate. ``guard_dir``: the
+    safety LoRA (default: the guard beside the base, which only a base built by the guard recipe has).
+
+    There is no customer data, so no task loss: ``task_loss`` is None, and the knowledge metrics and
+    ``projection.update_norm_kept`` say what the projection cost."""
+    import hashlib
+
+    from evaluation.adapters import adapter_fingerprint
+    from evaluation.bases import get_base_spec, materialize
+    from evaluation.files import atomic_write_text
+    from evaluation.gate import evaluate_candidate
+    from evaluation.guard import guard_adapter_dir
+    from evaluation.policy import decide, load_policy
+    from evaluation.safelora import repair_lora
+    from ftgate.settings import get_settings
+
+    cfg = config or RepairConfig()
+    if guard_dir is None:
+        if get_base_spec(base_name).builder != "guard":
+            return {"status": "skipped", "mode": mode, "reason": (
+                f"base {base_name!r} has no safety adapter beside it (only a base built by the guard recipe has "
+                "one), so there is no safety subspace to project an uploaded adapter on")}
+        guard_dir = guard_adapter_dir(materialize(base_name))
+    adapter = Path(inspection.adapter_dir)
+    key = hashlib.sha256(json.dumps({"adapter": adapter_fingerprint(adapter), "guard": adapter_fingerprint(guard_dir),
+                                     "threshold": cfg.similarity_threshold, "v": SAFELORA_VERSION},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    out = get_settings().cache_dir / "repairs" / key
+    info_file = out.with_suffix(".json")
+    if info_file.exists() and (out / "adapter_model.safetensors").exists():
+        projection = json.loads(info_file.read_text())
+    else:
+        progress("repair", 0, 2, "projecting the adapter's update on the safety subspace")
+        projection = repair_lora(adapter, guard_dir, out, threshold=cfg.similarity_threshold)
+        atomic_write_text(info_file, json.dumps(projection))
+    progress("repair", 1, 2, f"{projection['projected_layers']} of {projection['layers']} layers projected")
+    ev = evaluate_candidate(inspection, base_name, out, None, judge=judge, progress=progress)
+    verdict = decide(ev.metrics, inspection.to_dict(), load_policy(policy))
+    progress("repair", 2, 2, f"repaired adapter: {verdict.decision}")
+    return {
+        "status": "done",
+        "mode": mode,
+        "method": "safety-subspace projection (SafeLoRA)",
+        "decision": str(verdict.decision),
+        "reasons": verdict.reasons,
+        "checks": verdict.checks,
+        "released": mode == "auto" and verdict.decision == "approve",
+        "metrics": ev.metrics,
+        "task_loss": None,
+        "projection": {**{k: v for k, v in projection.items() if k != "per_layer"},
+                       "projected": [la for la in projection["per_layer"] if la["projected"]]},
+        "config": cfg.to_dict(),
+        "adapter_fingerprint": adapter_fingerprint(out),
+        "adapter_path": str(out),
     }

@@ -164,10 +164,14 @@ def render_repair(repair: dict | None, original: dict, adapter_location: str | N
     if repair.get("status") != "done":
         return ["", f"Repair ({repair.get('mode')}): {repair.get('status')}: {repair.get('reason')}"]
     released = " - released in place of the original" if repair.get("released") else ""
-    loss = repair["task_loss"]
-    lines = ["", f"Repair ({repair['method']}, {percent(repair['safety_share'])} safety data, "
-                 f"{repair['safety_examples']} of {repair['training_examples']} examples): "
-                 f"{repair['decision'].upper()}{released}",
+    loss, projection = repair.get("task_loss"), repair.get("projection")
+    if loss:
+        how = (f"{percent(repair['safety_share'])} safety data, {repair['safety_examples']} of "
+               f"{repair['training_examples']} examples")
+    else:
+        how = (f"{projection['projected_layers']} of {projection['layers']} layers projected, "
+               f"{percent(projection['update_norm_kept'])} of the update's norm kept") if projection else ""
+    lines = ["", f"Repair ({repair['method']}{', ' + how if how else ''}): {repair['decision'].upper()}{released}",
              *[f"  - {r}" for r in repair["reasons"]]]
     m = repair.get("metrics") or {}
     rows = [("metric", "original", "repaired")]
@@ -177,12 +181,15 @@ def render_repair(repair: dict | None, original: dict, adapter_location: str | N
     if "perplexity" in m and "perplexity" in original:
         rows.append((METRICS["perplexity"].label, f"{original['perplexity']['candidate']['value']:.2f}",
                      f"{m['perplexity']['candidate']['value']:.2f}"))
-    rows.append((f"task loss ({loss['held_back_examples']} held back)", f"{loss['original']:.3f}",
-                 f"{loss['repaired']:.3f}"))
+    if loss:
+        rows.append((f"task loss ({loss['held_back_examples']} held back)", f"{loss['original']:.3f}",
+                     f"{loss['repaired']:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines += ["  (task loss: mean NLL per response token on held-back examples, both adapters trained without them)",
-              f"  repaired adapter: {adapter_location or repair['adapter_path']}"]
+    if loss:
+        lines.append("  (task loss: mean NLL per response token on held-back examples, both adapters trained "
+                     "without them)")
+    lines.append(f"  repaired adapter: {adapter_location or repair.get('adapter_path')}")
     return lines
 
 

@@ -220,7 +220,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples = list(result.samples or [])
-    repair = _repair_after(sub, verdict, insp.kind)
+    repair = _repair_after(sub, verdict)
     if repair is not None:
         report["repair"] = repair
 
@@ -254,9 +254,9 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     return StageOutcome(S.DONE, values, save)
 
 
-def _repair_after(sub: Submission, verdict: dict, kind: str) -> dict | None:
+def _repair_after(sub: Submission, verdict: dict) -> dict | None:
     """The report's ``repair`` object as the decide stage leaves it: ``{"status": "pending", "mode"}`` when the
-    repair stage is to run (a safety block or review, a dataset, a mode other than off); else why not, when the
+    repair stage is to run (a safety block or review, a mode other than off); else why not, when the
     submitter asked for a repair; else None. A request the policy no longer allows (it changed since the
     upload was checked) is recorded as refused: the verdict stands either way."""
     from evaluation.errors import InputRejected
@@ -273,9 +273,6 @@ def _repair_after(sub: Submission, verdict: dict, kind: str) -> dict | None:
     if not safety_findings(verdict):
         return {"status": "not_needed", "mode": mode, "reason": f"the verdict is {verdict.get('decision')} with "
                 "no safety block or review to repair"} if sub.repair else None
-    if kind != Kind.DATASET:
-        return {"status": "skipped", "mode": mode,
-                "reason": "an uploaded adapter has no training data to mix safety data into"}
     return {"status": "pending", "mode": mode}
 
 

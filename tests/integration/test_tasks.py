@@ -99,11 +99,12 @@ def gate(monkeypatch):
     def repair_submission(insp, base, verdict, training=None, *, policy=None, judge=None, mode="offer",
                           config=None, progress):
         calls.append(f"repair:{mode}")
-        assert verdict["decision"] == g.decision and training is not None  # the original verdict, a dataset's recipe
+        assert verdict["decision"] == g.decision  # the original verdict
+        assert (training is None) == (insp.kind == "adapter")  # a dataset's recipe; an adapter has none
         progress("repair", 1, 3, "fine-tuning with safety data mixed in")
         if g.repair_error:
             raise g.repair_error
-        d = Path(insp.dataset_path).parent / "repaired-cache"  # where the core's cache would hold it
+        d = Path(insp.dataset_path or insp.adapter_dir).parent / "repaired-cache"  # as the core's cache holds it
         d.mkdir(exist_ok=True)
         (d / "adapter_config.json").write_text("{}")
         (d / "adapter_model.safetensors").write_bytes(b"repaired")
@@ -428,12 +429,16 @@ def test_no_repair_stage_without_a_safety_finding_or_when_asked_off(service_sett
     assert "repair" not in reports[drift]  # not asked, nothing to repair: nothing said
     assert reports[off]["repair"]["status"] == "off"
 
-    adapter = submit("adapter")  # an uploaded adapter: no training data to mix safety data into
+
+def test_an_uploaded_adapter_blocked_for_safety_goes_through_the_repair_stage_too(service_settings, gate, submit, db):
+    gate.decision, gate.checks = "block", [("asr", "block")]
+    adapter = submit("adapter")  # repaired without training (evaluation/safelora.py), by the same stage
     for st in (Stage.INSPECT, Stage.EVALUATE):
         pipeline.execute_stage(None, st, adapter, service_settings)
-    assert pipeline.execute_stage(None, Stage.DECIDE, adapter, service_settings) == "done"
-    skipped = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == adapter)).report["repair"]
-    assert skipped["status"] == "skipped" and "no training data" in skipped["reason"]
+    assert pipeline.execute_stage(None, Stage.DECIDE, adapter, service_settings) == "repairing"
+    assert pipeline.execute_stage(None, Stage.REPAIR, adapter, service_settings) == "done"
+    repaired = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == adapter)).report["repair"]
+    assert repaired["status"] == "done" and gate.calls[-1] == "repair:offer"
 
 
 def test_a_failed_repair_is_recorded_and_the_submission_is_done_with_its_verdict(service_settings, gate, submit, db):
