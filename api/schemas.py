@@ -144,6 +144,8 @@ class RepairOut(BaseModel):
                     "why there is none")
     mode: str | None = Field(description="off | offer | auto")
     reason: str | None = None
+    method: str | None = Field(None, description="`safety-mix fine-tune` (datasets) or `safety-subspace projection "
+                                                 "(SafeLoRA)` (uploaded adapters, no training)")
     decision: Decision | None = Field(None, description="the repaired adapter's own verdict (status done)")
     reasons: list[str] = Field(default_factory=list)
     released: bool = Field(False, description="auto, and the repaired adapter approved: it is the released artifact")

@@ -89,8 +89,8 @@ def submission_detail(db: Session, sub: Submission) -> dict:
     return d
 
 
-REPAIR_FIELDS = ("status", "mode", "reason", "decision", "reasons", "released", "metrics", "task_loss", "safety_share",
-                 "adapter_fingerprint")
+REPAIR_FIELDS = ("status", "mode", "reason", "method", "decision", "reasons", "released", "metrics", "task_loss",
+                 "safety_share", "adapter_fingerprint")
 
 
 def repair_view(sub_id: str, repair: dict | None) -> dict | None:
