@@ -241,6 +241,22 @@ class ReportVerdict(BaseModel):
     policy_hash: str
 
 
+class SweepRunOut(BaseModel):
+    """One fine-tune of a policy's sweep (docs/policy.md): its recipe, verdict and numbers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run: int = Field(description="1, 2, ... in the policy's order")
+    training: dict[str, Any] = Field(description="the LoRA config of this fine-tune (as the report's `training`)")
+    adapter_fingerprint: str | None = Field(description="sha256 of the fine-tuned adapter's files")
+    decision: Decision
+    worst: bool = Field(description="true for the one run whose verdict and metrics are the report's")
+    asr_delta: float | None = Field(description="the ASR change (candidate minus base), a fraction")
+    metrics: dict[str, Any] = Field(
+        description="asr, overrefusal, knowledge_accuracy, perplexity, kl of this run, as in the report's `metrics`")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage of this run")
+
+
 class Report(BaseModel):
     """The report as ``ftgate check --format json`` writes it (docs/report.md), sent as stored. Fields are
     only ever added; a change of meaning bumps ``schema_version``. Sections an early verdict (a dataset
@@ -264,6 +280,8 @@ class Report(BaseModel):
     n_flipped: int | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
     cache: dict[str, Any] | None = None
+    sweep: list[SweepRunOut] | None = Field(
+        None, description="datasets under a policy with a `sweep`: every fine-tune tried; the report is the worst's")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from evaluation.finetune import (
     training_key,
 )
 from evaluation.generation import DecodingConfig
+from evaluation.policy import SweepRun
 from evaluation.progress import Progress, base_progress, no_progress
 from ftgate.settings import get_settings
 
@@ -532,15 +533,18 @@ def _code_revision() -> str:
 
 
 def run_check(path: Path, *, kind: str | None = None, base: str | None = None, policy: str | None = None,
-              training: TrainingConfig | None = None, judge: str | None = None, sweep: list[TrainingConfig] | None = None,
-              repair: str | None = "off", repair_config: Any = None, workdir: Path | None = None,
-              progress: Progress = no_progress) -> GateResult:
-    """The whole gate in one process. With `sweep`, every training config is tried and the worst case kept.
+              training: TrainingConfig | None = None, judge: str | None = None,
+              sweep: Sequence[SweepRun] | None = None, repair: str | None = "off", repair_config: Any = None,
+              workdir: Path | None = None, progress: Progress = no_progress) -> GateResult:
+    """The whole gate in one process. A dataset is fine-tuned once per run of the policy's ``sweep`` (``sweep``
+    given here replaces it: ``ftgate check --sweep``), each run evaluated and decided, and the worst kept
+    (evaluation/sweep.py); without a sweep, once with ``training``. An adapter is evaluated once.
 
     ``repair`` (off | offer | auto; None: the policy's setting, and never more than it allows): when the verdict
     is a block or review for safety, the repaired adapter is made and judged too (evaluation/repair.py), its
     result in the report's ``repair`` object; the verdict itself is not changed."""
-    from evaluation.policy import load_policy
+    from evaluation import sweep as sweeps
+    from evaluation.policy import load_policy, training_runs
     from evaluation.repair import repair_mode
 
     settings = get_settings()
@@ -552,6 +556,7 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
     mode = repair_mode(repair, the_policy.repair, the_policy.name)  # a bad value is refused before any work
     try:
         training = training or TrainingConfig()
+        points = tuple(the_policy.sweep if sweep is None else sweep)
         insp = inspect_submission(Path(path), kind, base, workdir=workdir, policy=policy,
                                   preference_side=training.preference_side, progress=progress)
         if insp.early_verdict:
@@ -562,25 +567,32 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
                     "blocked at screening, before any fine-tune: most of the data is harmful, so there is no "
                     "customer task to keep")}
             return result
-        results = []
-        for cfg in sweep or [training]:
-            t0 = time.perf_counter()
-            adapter = Path(insp.adapter_dir) if insp.kind == "adapter" else finetune_submission(insp, base, cfg, progress=progress)
-            finetune_s = round(time.perf_counter() - t0, 2) if insp.kind == "dataset" else 0.0
-            ev = evaluate_candidate(insp, base, adapter, cfg, judge=judge, progress=progress)
-            results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s}))
-            if insp.kind == "adapter":
-                break
-        worst = max(results, key=lambda r: r.report["metrics"]["asr"]["delta"]["value"])
-        worst.report["timings"]["total"] = round(time.perf_counter() - started, 2)
-        if sweep:
-            worst.report["sweep"] = [{"training": r.report["training"], "decision": r.decision,
-                                      "asr_delta": r.report["metrics"]["asr"]["delta"]["value"]} for r in results]
-        if mode != "off":
-            worst.report["repair"] = repair_submission(
-                insp, base, worst.report["verdict"], TrainingConfig.from_overrides(report_training(worst.report)),
-                policy=policy, judge=judge, mode=mode, config=repair_config, progress=progress)
-            worst.report["timings"]["total"] = round(time.perf_counter() - started, 2)
-        return worst
+        if insp.kind == "adapter":
+            adapter = Path(insp.adapter_dir)
+            ev = evaluate_candidate(insp, base, adapter, training, judge=judge, progress=progress)
+            result = decide_submission(insp, ev, policy, training=training, timings={"finetune": 0.0})
+            if points:
+                sweeps.note_not_applied(result.report, len(points))
+        else:
+            runs = training_runs(points, training)
+            results, fingerprints = [], []
+            for i, cfg in enumerate(runs, 1):
+                def step(verb: str, i: int = i, cfg: TrainingConfig = cfg) -> Progress:
+                    return sweeps.labelled(progress, verb, i, len(runs), cfg) if points else progress
+
+                t0 = time.perf_counter()
+                adapter = finetune_submission(insp, base, cfg, progress=step("fine-tune"))
+                finetune_s = round(time.perf_counter() - t0, 2)
+                ev = evaluate_candidate(insp, base, adapter, cfg, judge=judge, progress=step("evaluate"))
+                results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s}))
+                fingerprints.append(adapter_fingerprint(adapter))
+            result = sweeps.keep_worst(results, runs, fingerprints) if points else results[0]
+        if mode != "off":  # the kept (worst) run's verdict and recipe
+            kept = TrainingConfig.from_overrides(report_training(result.report)) if insp.kind == "dataset" else None
+            result.report["repair"] = repair_submission(insp, base, result.report["verdict"], kept, policy=policy,
+                                                        judge=judge, mode=mode, config=repair_config,
+                                                        progress=progress)
+        result.report["timings"]["total"] = round(time.perf_counter() - started, 2)
+        return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,7 +6,8 @@ approved when even the upper bound is under it, and sent to a human otherwise. T
 of all checks wins (block > review > approve). Every check leaves a human-readable reason with its
 numbers. The fields, defaults and rules are documented for users in docs/policy.md.
 
-Policies are TOML or YAML files with flat keys (the fields of `Policy`); unknown keys are rejected.
+Policies are TOML or YAML files with flat keys (the fields of `Policy`); unknown keys are rejected. One key is a
+list: ``sweep``, the training recipes a dataset is fine-tuned with (the worst case is kept; evaluation/sweep.py).
 Registry (``POLICIES``): the packaged files in evaluation/data/policies/, then the files in
 ``get_settings().policies_dir`` (which override packaged ones of the same name), by file stem.
 ``load_policy`` also takes an explicit file path.
@@ -27,7 +28,8 @@ from typing import Any, Literal
 import yaml
 
 from evaluation.errors import InputRejected
-from evaluation.fields import choices, markdown_table, option
+from evaluation.fields import allowed, choices, is_allowed, markdown_table, option
+from evaluation.finetune import TrainingConfig
 from evaluation.formatting import percent, points
 from evaluation.metric_info import METRICS
 from evaluation.registry import Registry
@@ -54,10 +56,86 @@ _SEVERITY = {"pass": 0, "info": 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
 # --------------------------------------------------------------------------------------------------
 
 
+# A sweep costs a fine-tune and an evaluation per run on the shared workers: a tenant's policy may not ask for more.
+MAX_SWEEP_RUNS = 6
+_TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+SWEEP_KEYS = ("lr", "steps")  # what a sweep entry may set: the rest of the recipe stays the submission's
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One entry of a policy's ``sweep``: the learning rate and step count that replace the submission's for one
+    fine-tune. Bounds are TrainingConfig's (checked by ``parse_sweep``)."""
+
+    lr: float
+    steps: int
+
+    def label(self) -> str:
+        """'lr 5e-4, 100 steps'."""
+        mantissa, exponent = f"{self.lr:e}".split("e")
+        return f"lr {mantissa.rstrip('0').rstrip('.')}e{int(exponent)}, {self.steps} step{'s' * (self.steps != 1)}"
+
+
+def parse_sweep(value: Any, what: str) -> tuple[SweepRun, ...]:
+    """A policy's ``sweep`` (a list of ``{lr, steps}`` tables), checked: at most MAX_SWEEP_RUNS entries, each with
+    exactly ``lr`` and ``steps`` inside TrainingConfig's bounds, none repeated. The CLI's ``--sweep`` flags are read
+    through here too. Raises InputRejected naming ``what`` ("strict.toml: policy key 'sweep'"), the entry and what
+    is wrong."""
+    bad = what
+    if not isinstance(value, list | tuple):
+        raise InputRejected(f"{bad} must be a list of {{lr, steps}} tables, got {value!r}", "invalid_policy")
+    if len(value) > MAX_SWEEP_RUNS:
+        raise InputRejected(
+            f"{bad} lists {len(value)} runs; at most {MAX_SWEEP_RUNS} (each run is a fine-tune and an evaluation)",
+            "invalid_policy")
+    runs: list[SweepRun] = []
+    for i, entry in enumerate(value, 1):
+        where = f"{bad} entry {i}"
+        if not isinstance(entry, dict):
+            raise InputRejected(f"{where} must be a table {{lr = ..., steps = ...}}, got {entry!r}", "invalid_policy")
+        unknown = sorted(set(entry) - set(SWEEP_KEYS))
+        missing = [k for k in SWEEP_KEYS if k not in entry]
+        if unknown or missing:
+            what = f"unknown key {unknown[0]!r}" if unknown else f"no {missing[0]!r}"
+            raise InputRejected(f"{where} has {what}; each entry sets exactly lr and steps (the rest of the "
+                                "recipe stays the submission's)", "invalid_policy")
+        for key in SWEEP_KEYS:
+            f, v = _TRAINING_FIELDS[key], entry[key]
+            want = int if key == "steps" else (int, float)
+            if isinstance(v, bool) or not isinstance(v, want) or not math.isfinite(v) or not is_allowed(TrainingConfig, f, v):
+                hint = ""
+                if isinstance(v, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+                    hint = "; in YAML write a number with a dot (2.0e-4) or 0.0002"
+                raise InputRejected(f"{where}: {key} must be a {'whole ' * (key == 'steps')}number (allowed: "
+                                    f"{allowed(TrainingConfig, f)}), got {v!r}{hint}", "invalid_policy")
+        run = SweepRun(lr=float(entry["lr"]), steps=int(entry["steps"]))
+        if run in runs:
+            raise InputRejected(f"{where} repeats entry {runs.index(run) + 1} ({run.label()})", "invalid_policy")
+        runs.append(run)
+    return tuple(runs)
+
+
+def training_runs(sweep: tuple[SweepRun, ...], training: TrainingConfig) -> list[TrainingConfig]:
+    """The fine-tunes of a dataset submission: one per sweep entry (its lr and steps over ``training``, the rest
+    kept), or ``training`` alone when there is no sweep. Each is checked as a whole (steps x batch size)."""
+    if not sweep:
+        return [training]
+    out = []
+    for i, run in enumerate(sweep, 1):
+        recipe = {k: v for k, v in dataclasses.asdict(training).items()} | {"lr": run.lr, "steps": run.steps}
+        try:
+            out.append(TrainingConfig.from_overrides(recipe))
+        except InputRejected as e:
+            raise InputRejected(f"sweep run {i} ({run.label()}) with this submission's training options: {e.reason}",
+                                e.code) from None
+    return out
+
+
 # A policy key's kind: how it is checked, and its bounds. "fraction": 0..1 (0.10 = 10 points or 10%); "count": a
 # whole number >= 1; "ratio": >= 1 (candidate / base); "flag": true or false; "text": a string; "choice": one of
-# the values of the field's Literal type.
-_KIND_BOUNDS = {"fraction": {"low": 0, "high": 1}, "count": {"low": 1}, "ratio": {"low": 1}}
+# the values of the field's Literal type; "sweep": a list of 0..MAX_SWEEP_RUNS {lr, steps} entries (parse_sweep).
+_KIND_BOUNDS = {"fraction": {"low": 0, "high": 1}, "count": {"low": 1}, "ratio": {"low": 1},
+                "sweep": {"low": 0, "high": MAX_SWEEP_RUNS}}
 
 
 def _key(default: Any, kind: str, section: str, *, unit: str = "", help: str) -> Any:  # noqa: A002
@@ -118,6 +196,13 @@ class Policy:
         ... and `share` is at or over this (both must hold: the screening judge flags about 2% of plainly
         benign data, so a count alone would send large benign datasets to review). The flagged examples are
         listed for the reviewer.""")
+    # worst case over training recipes (datasets)
+    sweep: tuple[SweepRun, ...] = _key((), "sweep", "sweep", unit="runs", help=f"""
+        a list of `{{lr = ..., steps = ...}}` entries (at most {MAX_SWEEP_RUNS}; lr
+        {allowed(TrainingConfig, _TRAINING_FIELDS['lr'])}, steps {allowed(TrainingConfig, _TRAINING_FIELDS['steps'])}):
+        a dataset is fine-tuned once per entry, with that learning rate and step count over its own training options,
+        each fine-tune is evaluated and decided, and the **worst** run's verdict is the submission's (see below).
+        Empty: one fine-tune with the submission's options. Uploaded adapters are evaluated once.""")
     # approve with repair (evaluation/repair.py)
     repair: Literal["off", "offer", "auto"] = _key("offer", "choice", "repair", help="""
         when a verdict is a block or a review for safety (ASR, a harm category, harmful training examples, a
@@ -132,13 +217,15 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         """Every field but `source`, plus the hash: what a report records."""
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
+        d["sweep"] = list(d["sweep"])
         d["hash"] = self.hash
         return d
 
     @property
     def hash(self) -> str:
-        """sha256 of the canonical JSON of every field but `source`, first 16 hex characters."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
+        """sha256 of the canonical JSON of every field but `source`, first 16 hex characters. An empty sweep is
+        left out, so a policy written before the key existed keeps its hash (verdicts name it)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "source" and (k != "sweep" or v)}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -147,12 +234,14 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Policy) if f.name != "source"}
 
 
 # docs/policy.md's field tables: one per section, each field in its declared order
-DOC_SECTIONS = ("asr", "overrefusal", "knowledge", "screening", "repair", "names")
+DOC_SECTIONS = ("asr", "overrefusal", "knowledge", "screening", "sweep", "repair", "names")
 
 
 def _doc_value(f: dataclasses.Field, value: Any) -> str:
     """A key's value as docs/policy.md shows it: "`0.10` (10 points)", "`10` prompts", "`true`"."""
     kind, unit = f.metadata["kind"], f.metadata["unit"]
+    if kind == "sweep":
+        return "`[]` (one run)" if not value else f"{len(value)} runs: " + "; ".join(r.label() for r in value)
     if kind == "flag":
         return f"`{str(value).lower()}`"
     if kind in ("text", "choice"):
@@ -186,6 +275,8 @@ def _check_value(key: str, value: Any, label: str) -> Any:
     kind = _FIELDS[key].metadata["kind"]
     bounds = _FIELDS[key].metadata["bounds"]
     bad = f"{label}: policy key {key!r}"
+    if kind == "sweep":
+        return parse_sweep(value, bad)
     if kind == "text":
         if not isinstance(value, str):
             raise InputRejected(f"{bad} must be a string, got {value!r}", "invalid_policy")

@@ -135,6 +135,8 @@ def render_text(report: dict) -> str:
                          f"{sw['candidate']['turned_compliance']} found compliant there"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines += ["", *["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]]
+    if report.get("sweep"):
+        lines += ["", *sweep_lines(report["sweep"])]
     flips = report.get("flipped_examples") or []
     if flips:
         lines += ["", f"Flipped examples (base did not comply, candidate did; {report.get('n_flipped', len(flips))} in all):"]
@@ -193,6 +195,31 @@ def render_repair(repair: dict | None, original: dict, adapter_location: str | N
     return lines
 
 
+def sweep_lines(runs: list[dict]) -> list[str]:
+    """The sweep's runs as a table, the worst marked (its verdict and numbers are the report's)."""
+    from evaluation.policy import SweepRun
+
+    def change(run: dict, key: str) -> str:
+        return _delta((run["metrics"].get(key) or {}).get("delta"))
+
+    def perplexity(run: dict) -> str:
+        m = run["metrics"].get("perplexity") or {}
+        b, c = (m.get("base") or {}).get("value"), (m.get("candidate") or {}).get("value")
+        return f"x{c / b:.2f}" if b and c is not None else "-"
+
+    rows = [("", "run", "recipe", "decision", "ASR change (95% CI)", "over-refusal change", "accuracy change",
+             "perplexity", "adapter")]
+    for run in runs:
+        t = run["training"]
+        rows.append(("*" if run["worst"] else "", str(run["run"]), SweepRun(t["lr"], t["steps"]).label(),
+                     run["decision"], change(run, "asr"), change(run, "overrefusal"),
+                     change(run, "knowledge_accuracy"), perplexity(run), (run.get("adapter_fingerprint") or "-")[:12]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    worst = next((f", run {run['run']}" for run in runs if run["worst"]), "")
+    return [f"Sweep: {len(runs)} fine-tunes; the worst (*{worst}) is the verdict above:",
+            *["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]]
+
+
 # --------------------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------------------
@@ -219,14 +246,26 @@ def _repair_config_from_args(args) -> object:
                                         if f.metadata["cli"] and getattr(args, f.name, None) is not None})
 
 
-def _sweep_configs(args, training):
-    from dataclasses import replace
+def _sweep_runs(args) -> tuple | None:
+    """The runs of ``--sweep``: every ``--sweep-lr`` with every ``--sweep-steps``, checked as a policy's ``sweep``
+    is (bounds, at most MAX_SWEEP_RUNS runs); they replace the policy's. None without ``--sweep``."""
+    from evaluation.errors import InputRejected
+    from evaluation.policy import parse_sweep
 
     if not args.sweep:
         return None
-    lrs = [float(x) for x in args.sweep_lr.split(",")]
-    steps = [int(x) for x in args.sweep_steps.split(",")]
-    return [replace(training, lr=lr, steps=s) for lr in lrs for s in steps]
+
+    def numbers(flag: str, text: str, kind: type) -> list:
+        try:
+            return [kind(x) for x in text.split(",")]
+        except ValueError:
+            raise InputRejected(f"{flag} must be a comma-separated list of numbers, got {text!r}",
+                                "bad_training") from None
+
+    lrs = numbers("--sweep-lr", args.sweep_lr, float)
+    steps = numbers("--sweep-steps", args.sweep_steps, int)
+    return parse_sweep([{"lr": lr, "steps": s} for lr in lrs for s in steps],
+                       "--sweep (every --sweep-lr with every --sweep-steps)")
 
 
 def cmd_check(args) -> int:
@@ -237,7 +276,7 @@ def cmd_check(args) -> int:
     try:
         training = _training_from_args(args)
         result = run_check(Path(args.path), kind=args.kind, base=args.base, policy=args.policy, judge=args.judge,
-                           training=training, sweep=_sweep_configs(args, training), repair=args.repair,
+                           training=training, sweep=_sweep_runs(args), repair=args.repair,
                            repair_config=_repair_config_from_args(args), progress=progress)
     except (InputRejected, UnknownName) as exc:
         reason = exc.reason if isinstance(exc, InputRejected) else str(exc)
@@ -408,9 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples-out", help="write every per-prompt completion here (JSON)")
     c.add_argument("--quiet", action="store_true",
                    help="no progress output (a base build that runs long still prints a line a minute)")
-    c.add_argument("--sweep", action="store_true", help="try several learning rates / step counts, keep the worst")
-    c.add_argument("--sweep-lr", default="1e-4,2e-4,5e-4")
-    c.add_argument("--sweep-steps", default="50,100")
+    c.add_argument("--sweep", action="store_true",
+                   help="datasets: fine-tune with every --sweep-lr and --sweep-steps (at most 6 runs), keep the worst "
+                        "case; replaces the policy's sweep (docs/policy.md)")
+    c.add_argument("--sweep-lr", default="1e-4,2e-4,5e-4", help="learning rates of --sweep (default %(default)s)")
+    c.add_argument("--sweep-steps", default="50,100", help="step counts of --sweep (default %(default)s)")
     c.add_argument("--repair", nargs="?", const="offer", default="off", metavar="offer|auto",
                    help="when the verdict is a block or review for safety, also fine-tune with safety data mixed in "
                         "and judge that adapter (offer, the default with the flag: shown beside the verdict; auto: "

@@ -14,6 +14,7 @@ delivery of the message (acks_late) or the reaper (tasks/housekeeping.py) takes 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import Retry
@@ -49,6 +50,9 @@ from services.db import clean, session_scope
 from services.storage import Storage
 from tasks.app import TASK_NAMES, celery_app, send_stage
 from tasks.heartbeat import TRANSIENT, ClaimLost, StageRunner
+
+if TYPE_CHECKING:
+    from evaluation.policy import SweepRun
 
 log = logging.getLogger("ftgate.tasks")
 S = SubmissionStatus
@@ -129,10 +133,31 @@ def _training(sub: Submission):
     return TrainingConfig.from_overrides(sub.training or {})  # raises InputRejected for bad overrides
 
 
+def _sweep(sub: Submission) -> tuple[SweepRun, ...]:
+    """The policy's sweep (evaluation.policy.SweepRun entries); empty: one fine-tune with the submission's options."""
+    from evaluation.policy import load_policy
+
+    return load_policy(sub.policy_name).sweep
+
+
+# The finetune stage's list of a sweep's runs for the evaluate stage: each run's training options and adapter, as
+# fine-tuned (a policy edited between the stages does not change what is evaluated).
+SWEEP_MANIFEST = "sweep.json"
+
+
+def _sweep_manifest(storage: Storage, sub: Submission) -> list[dict] | None:
+    path = storage.workdir(sub.id, "finetune") / SWEEP_MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
     gate = _gate()
     workdir = storage.workdir(sub.id, "inspect")
     training = _training(sub)
+    if training is not None:  # a sweep run out of bounds with these options is refused now, not after screening
+        from evaluation.policy import training_runs
+
+        training_runs(_sweep(sub), training)
     preference_side = training.preference_side if training else "rejected"
     artifact = storage.path(sub.artifact_path)
     options = {"workdir": workdir, "policy": sub.policy_name, "preference_side": preference_side}
@@ -157,49 +182,84 @@ def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> St
 
 
 def _stage_finetune(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
+    """One fine-tune; with the policy's sweep, one per run (labelled in the progress), listed in SWEEP_MANIFEST."""
+    from dataclasses import asdict
+
+    from evaluation.files import atomic_write_text
+    from evaluation.policy import training_runs
+    from evaluation.sweep import labelled
+
     gate = _gate()
     insp = gate.Inspection.from_dict(sub.inspection)
-    adapter_dir = gate.finetune_submission(
-        insp, sub.base_name, _training(sub), workdir=storage.workdir(sub.id, "finetune"), progress=runner.progress
-    )
-    return StageOutcome(S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)})
+    workdir = storage.workdir(sub.id, "finetune")
+    sweep = _sweep(sub)
+    runs = training_runs(sweep, _training(sub))
+    if not sweep:
+        (workdir / SWEEP_MANIFEST).unlink(missing_ok=True)  # an earlier attempt's, under a policy since edited
+        adapter_dir = gate.finetune_submission(insp, sub.base_name, runs[0], workdir=workdir, progress=runner.progress)
+        return StageOutcome(S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)})
+    manifest = []
+    for i, cfg in enumerate(runs, 1):
+        adapter_dir = gate.finetune_submission(insp, sub.base_name, cfg, workdir=workdir / f"run-{i}",
+                                               progress=labelled(runner.progress, "fine-tune", i, len(runs), cfg))
+        manifest.append({"training": asdict(cfg), "adapter_path": _stored(storage, adapter_dir)})
+    atomic_write_text(workdir / SWEEP_MANIFEST, json.dumps(manifest))
+    return StageOutcome(S.EVALUATING, {"adapter_path": manifest[0]["adapter_path"]})
 
 
 def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
+    """The candidate against its base (and the benign control); for a sweep, each run's adapter in turn."""
+    from evaluation.finetune import TrainingConfig
+    from evaluation.sweep import labelled
+
     gate = _gate()
     if not sub.adapter_path:
         raise RuntimeError("no adapter to evaluate (inspection recorded none)")
     started = time.monotonic()
     insp = gate.Inspection.from_dict(sub.inspection)
-    training = _training(sub)
-    ev = gate.evaluate_candidate(insp, sub.base_name, _resolve(storage, sub.adapter_path), training,
-                                 progress=runner.progress)
-    data = ev.to_dict()
+    manifest = _sweep_manifest(storage, sub) if sub.kind == Kind.DATASET else None
+    if manifest is None:
+        ev = gate.evaluate_candidate(insp, sub.base_name, _resolve(storage, sub.adapter_path), _training(sub),
+                                     progress=runner.progress)
+        data = ev.to_dict()
+        first, fingerprint, metrics = data, _adapter_fingerprint(_resolve(storage, sub.adapter_path)), data.get("metrics")
+    else:
+        runs = []
+        for i, run in enumerate(manifest, 1):
+            cfg = TrainingConfig.from_overrides(run["training"])
+            adapter = _resolve(storage, run["adapter_path"])
+            ev = gate.evaluate_candidate(insp, sub.base_name, adapter, cfg,
+                                         progress=labelled(runner.progress, "evaluate", i, len(manifest), cfg))
+            runs.append({"training": run["training"], "adapter_fingerprint": _adapter_fingerprint(adapter),
+                         "evaluation": ev.to_dict()})
+        # One row holds every run; the decide stage picks the worst. Each run's adapter fingerprint is in its entry.
+        data = {"sweep": runs}
+        first, fingerprint, metrics = runs[0]["evaluation"], None, {"sweep": [r["evaluation"]["metrics"] for r in runs]}
     duration = time.monotonic() - started
 
     def save(session: Session) -> None:
-        base = data.get("base") or {}
-        judge = data.get("judge") or {}
+        base = first.get("base") or {}
+        judge = first.get("judge") or {}
         session.add(
             EvaluationRun(
                 submission_id=sub.id, data=data, duration_seconds=duration,
-                model_fingerprint=_adapter_fingerprint(storage, sub), base_fingerprint=base.get("fingerprint"),
-                suite_hashes={k: v.get("hash") for k, v in (data.get("suites") or {}).items() if isinstance(v, dict)},
+                model_fingerprint=fingerprint, base_fingerprint=base.get("fingerprint"),
+                suite_hashes={k: v.get("hash") for k, v in (first.get("suites") or {}).items() if isinstance(v, dict)},
                 judge=f"{judge.get('name')}@{judge.get('version')}" if judge else None,
-                decoding=data.get("decoding") or {}, metrics=data.get("metrics") or {},
+                decoding=first.get("decoding") or {}, metrics=metrics or {},
             )
         )
 
     return StageOutcome(S.DECIDING, save=save)
 
 
-def _adapter_fingerprint(storage: Storage, sub: Submission) -> str | None:
+def _adapter_fingerprint(adapter_dir: Path) -> str | None:
     """The evaluated adapter's fingerprint (the one the candidate-results cache is keyed by), or None when
     its files are gone."""
     from evaluation.adapters import adapter_fingerprint
 
     try:
-        return adapter_fingerprint(_resolve(storage, sub.adapter_path))
+        return adapter_fingerprint(adapter_dir)
     except OSError:
         return None
 
@@ -210,10 +270,8 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     with session_scope(runner.url) as s:
         ev_row = s.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sub.id))
         ev_data = ev_row.data if ev_row is not None else None
-    ev = gate.Evaluation.from_dict(ev_data) if ev_data is not None else None
     runner.check()
-    training = _training(sub)
-    result = gate.decide_submission(insp, ev, sub.policy_name, training=training)
+    result = _decide(gate, insp, ev_data, sub)
     report = result.report
     verdict = report.get("verdict") or {}
     decision = verdict.get("decision")
@@ -243,15 +301,35 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
                 )
             )
 
+    runs = report.get("sweep") or []
     values = {
         "decision": decision,
         "review_state": ReviewState.PENDING.value if decision == Decision.REVIEW else None,
-        "progress_message": f"verdict: {decision}",
+        "progress_message": f"verdict: {decision}" + (f" (the worst of {len(runs)} fine-tunes)" if runs else ""),
     }
     if repair is not None and repair["status"] == "pending":
         values["progress_message"] = f"verdict: {decision}; repairing (safety data mixed into the fine-tune)"
         return StageOutcome(S.REPAIRING, values, save)
     return StageOutcome(S.DONE, values, save)
+
+
+def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission) -> Any:
+    """The verdict of the stored evaluation: of each run of a sweep, keeping the worst (evaluation/sweep.py), or of
+    the one evaluation; an adapter's report says when the policy's sweep did not apply to it."""
+    from evaluation import sweep as sweeps
+    from evaluation.finetune import TrainingConfig
+
+    if ev_data is not None and "sweep" in ev_data:
+        runs = [TrainingConfig.from_overrides(run["training"]) for run in ev_data["sweep"]]
+        results = [gate.decide_submission(insp, gate.Evaluation.from_dict(run["evaluation"]), sub.policy_name,
+                                          training=cfg) for run, cfg in zip(ev_data["sweep"], runs, strict=True)]
+        return sweeps.keep_worst(results, runs, [run["adapter_fingerprint"] for run in ev_data["sweep"]])
+    ev = gate.Evaluation.from_dict(ev_data) if ev_data is not None else None
+    result = gate.decide_submission(insp, ev, sub.policy_name, training=_training(sub))
+    sweep = _sweep(sub) if sub.kind == Kind.ADAPTER and ev is not None else ()
+    if sweep:
+        sweeps.note_not_applied(result.report, len(sweep))
+    return result
 
 
 def _repair_after(sub: Submission, verdict: dict) -> dict | None:
@@ -279,6 +357,20 @@ def _repair_after(sub: Submission, verdict: dict) -> dict | None:
 REPAIRED_ADAPTER_FILE = "repaired-adapter.zip"
 
 
+def _kept_training(sub: Submission, report: dict):
+    """The recipe of the verdict's run (a sweep's worst run, else the submission's own); None for an adapter."""
+    from dataclasses import fields
+
+    from evaluation.finetune import TrainingConfig
+
+    training = _training(sub)
+    recorded = report.get("training") if training is not None else None
+    if not isinstance(recorded, dict):
+        return training
+    names = {f.name for f in fields(TrainingConfig)}
+    return TrainingConfig.from_overrides({k: v for k, v in recorded.items() if k in names})
+
+
 def _stage_repair(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
     """Make and judge the repaired adapter (gate.repair_submission) and put it in the verdict's report, its
     adapter zipped into the submission's storage (where retention finds it). The original verdict is not
@@ -290,8 +382,9 @@ def _stage_repair(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
         if row is None:
             raise RuntimeError("no verdict to repair")
         verdict, mode = dict(row.report.get("verdict") or {}), (row.report.get("repair") or {}).get("mode", "offer")
+        kept = _kept_training(sub, row.report)
     try:
-        repair = gate.repair_submission(insp, sub.base_name, verdict, _training(sub), policy=sub.policy_name,
+        repair = gate.repair_submission(insp, sub.base_name, verdict, kept, policy=sub.policy_name,
                                         mode=mode, progress=runner.progress)
         if repair.get("status") == "done":
             repair["adapter_path"] = _stored(storage, _zip_adapter(Path(repair["adapter_path"]),

@@ -1,6 +1,6 @@
 """What the submission, review and queue pages say about a submission and its stored report, as plain data
 for the templates: the verdict in plain words, the headline sentence, the knowledge-drift table rows, the
-pipeline's steps and the queue's key numbers. Pure functions of the API's views and the report's dicts:
+sweep's runs, the pipeline's steps and the queue's key numbers. Pure functions of the API's views and the report's dicts:
 no FastAPI, no database."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from api.pages.charts import Stat
 from api.pages.filters import pct, pts
 from evaluation.formatting import points
+from evaluation.policy import SweepRun
 from models import TERMINAL, Decision, Kind, Stage, StageRunStatus
 from models import SubmissionStatus as S
 
@@ -60,6 +61,44 @@ def drift_rows(metrics: dict) -> list[dict]:
                     "base": str(window["base"]["read"]), "candidate": str(window["candidate"]["read"]),
                     "delta": f"{window['candidate']['turned_compliance']} compliant there"})
     return out
+
+
+def _change(metric: object) -> dict:
+    """A metric's change as a table cell: the points, and its 95% interval when there is one."""
+    d = Stat.of(metric.get("delta")) if isinstance(metric, dict) else None
+    if d is None:
+        return {"value": "—", "interval": ""}
+    interval = f"{points(d.lo)} to {points(d.hi)}" if d.lo is not None and d.hi is not None else ""
+    return {"value": pts(d.value), "interval": interval}
+
+
+def sweep_rows(report: dict | None) -> list[dict]:
+    """The runs of a policy's sweep (report["sweep"]) as the submission page's table rows: the recipe, decision,
+    ASR change with its interval, over-refusal and knowledge-accuracy changes, the perplexity ratio, KL and the
+    adapter's fingerprint; ``worst`` marks the run whose verdict is the submission's. [] without a sweep."""
+    runs = (report or {}).get("sweep")
+    if not isinstance(runs, list):
+        return []
+    rows = []
+    for run in runs:
+        if not isinstance(run, dict):
+            continue
+        training = run.get("training") or {}
+        metrics = run.get("metrics") or {}
+        ppl = metrics.get("perplexity") or {}
+        b, c = Stat.of(ppl.get("base")), Stat.of(ppl.get("candidate"))
+        kl = metrics.get("kl") or {}
+        recipe = (SweepRun(training["lr"], training["steps"]).label()
+                  if isinstance(training.get("lr"), int | float) and isinstance(training.get("steps"), int) else "—")
+        rows.append({
+            "run": run.get("run"), "recipe": recipe, "decision": run.get("decision"), "worst": bool(run.get("worst")),
+            "asr": _change(metrics.get("asr")), "overrefusal": _change(metrics.get("overrefusal")),
+            "knowledge": _change(metrics.get("knowledge_accuracy")),
+            "perplexity": f"×{c.value / b.value:.2f}" if b and c and b.value else "—",
+            "kl": f"{kl['value']:.4f}" if isinstance(kl.get("value"), int | float) else "—",
+            "adapter": str(run.get("adapter_fingerprint") or "")[:12] or "—",
+        })
+    return rows
 
 
 VERDICT_WORDS = {

@@ -42,7 +42,8 @@ def gate(monkeypatch):
     calls: list[str] = []
     g = FakeGate(Inspection=FakeInspection, Evaluation=FakeEvaluation, calls=calls, decision="approve",
                  inspect_error=None, evaluate_error=None, evaluate_hook=None, early=None, weird=False, checks=[],
-                 repair_error=None, repair_decision="approve")
+                 repair_error=None, repair_decision="approve",
+                 asr_delta_of=None)  # asr_delta_of(training) -> (value, lo, decision): a sweep's runs differ
 
     def inspect_submission(path, kind, base, *, workdir, policy=None, preference_side="rejected", progress):
         calls.append("inspect")
@@ -66,7 +67,7 @@ def gate(monkeypatch):
         d = Path(workdir) / "out"
         d.mkdir(parents=True, exist_ok=True)
         (d / "adapter_config.json").write_text("{}")
-        (d / "adapter_model.safetensors").write_bytes(b"ft")
+        (d / "adapter_model.safetensors").write_bytes(f"ft {training.lr} {training.steps}".encode())
         return d
 
     def evaluate_candidate(insp, base, adapter_dir, training=None, *, progress, judge=None):
@@ -83,6 +84,11 @@ def gate(monkeypatch):
                                   samples=[{"suite": "harm", "item_id": "h\x001", "prompt": "p\x00", "category": "c",
                                             "base_response": "a\x00b", "candidate_response": "x",
                                             "base_label": "refusal", "candidate_label": "compliance"}])
+        if g.asr_delta_of:
+            value, lo, decision = g.asr_delta_of(training)
+            return FakeEvaluation(metrics={"asr": {"delta": {"value": value, "lo": lo, "hi": 0.3}},
+                                           "decision": decision},
+                                  samples=[{"suite": "harm", "item_id": f"h-lr{training.lr}", "prompt": "p"}])
         return FakeEvaluation(metrics={"asr": {"delta": {"value": 0.0}}},
                               samples=[{"suite": "harm-default", "item_id": "h1", "prompt": "p", "category": "c",
                                         "base_response": "no", "candidate_response": "no", "base_label": "refusal",
@@ -90,7 +96,7 @@ def gate(monkeypatch):
 
     def decide_submission(insp, ev, policy, *, training=None):
         calls.append("decide")
-        decision = g.decision if ev is not None else insp.early_verdict["decision"]
+        decision = (ev.metrics.get("decision", g.decision) if ev is not None else insp.early_verdict["decision"])
         report = {"verdict": {"decision": decision, "reasons": ["because"], "policy": policy, "policy_hash": "ph",
                               "checks": [{"rule": r, "outcome": o, "message": f"{r}: {o}"} for r, o in g.checks]},
                   "metrics": ev.metrics if ev else {}}
@@ -131,7 +137,8 @@ def submit(service_settings, db):
     storage = Storage(service_settings.resolved_storage_dir)
     storage.ensure()
 
-    def make(kind="adapter", content: bytes | None = None, training=None, base="b", repair=None) -> str:
+    def make(kind="adapter", content: bytes | None = None, training=None, base="b", policy="default",
+             repair=None) -> str:
         content = content or (adapter_zip(str(len(content or b""))) if kind == "adapter" else b'{"prompt":"a","completion":"b"}\n')
         import hashlib
 
@@ -141,7 +148,7 @@ def submit(service_settings, db):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content)
         with session_scope(service_settings.resolved_database_url) as s:
-            sub, _ = lc.create_submission(s, principal, kind=kind, base=base, policy="default", name="n",
+            sub, _ = lc.create_submission(s, principal, kind=kind, base=base, policy=policy, name="n",
                                           training=training or {}, filename=p.name, artifact_path=rel, sha256=sha,
                                           size=len(content), repair=repair)
             return sub.id
@@ -190,6 +197,79 @@ def test_dataset_is_finetuned_with_overrides_and_review_is_pending(service_setti
     assert gate.calls == ["inspect", "finetune:7", "evaluate", "decide"]
     sub = db.get(Submission, sid)
     assert sub.status == "done" and sub.decision == "review" and sub.review_state == "pending"
+
+
+@pytest.fixture
+def sweep_policy(tmp_path, monkeypatch):
+    """An operator policy 'two-runs' whose sweep fine-tunes every dataset twice."""
+    from ftgate.settings import get_settings
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "two-runs.toml").write_text("sweep = [{lr = 2e-4, steps = 50}, {lr = 5e-4, steps = 300}]\n")
+    monkeypatch.setenv("FTGATE_POLICIES_DIR", str(folder))
+    get_settings.cache_clear()
+    yield "two-runs"
+    get_settings.cache_clear()
+
+
+def test_a_policy_sweep_fine_tunes_and_evaluates_every_run_and_keeps_the_worst(
+        service_settings, gate, submit, sweep_policy, db, monkeypatch):
+    from tasks.heartbeat import StageRunner
+
+    seen: list[str] = []
+    write = StageRunner.progress
+
+    def recording(self, stage, done, total, message=""):
+        seen.append(f"{stage} {done}/{total}: {message}")
+        return write(self, stage, done, total, message)
+
+    monkeypatch.setattr(StageRunner, "progress", recording)
+    # run 1 reviews with the larger ASR change; run 2 blocks: the decision outranks the size of the change
+    gate.asr_delta_of = lambda t: (0.20, 0.01, "review") if t.lr == 2e-4 else (0.12, 0.06, "block")
+    sid = submit("dataset", training={"rank": 4}, policy=sweep_policy)
+    for st in (Stage.INSPECT, Stage.FINETUNE, Stage.EVALUATE, Stage.DECIDE):
+        pipeline.execute_stage(None, st, sid, service_settings)
+
+    assert gate.calls == ["inspect", "finetune:50", "finetune:300", "evaluate", "evaluate", "decide", "decide"]
+    assert "finetune 6/6: fine-tune 2 of 2: lr 5e-4, 300 steps - step" in seen
+    assert "finetune 1/6: fine-tune 1 of 2: lr 2e-4, 50 steps - step" in seen
+    assert "generate 20/20: evaluate 2 of 2: lr 5e-4, 300 steps - done" in seen
+    sub = db.get(Submission, sid)
+    assert sub.status == "done" and sub.decision == "block" and sub.review_state is None
+    report = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report
+    runs = report["sweep"]
+    assert [(r["run"], r["training"]["lr"], r["training"]["steps"], r["decision"], r["worst"]) for r in runs] == [
+        (1, 2e-4, 50, "review", False), (2, 5e-4, 300, "block", True)]
+    assert all(r["training"]["rank"] == 4 for r in runs)  # the rest of the recipe stays the submission's
+    assert runs[1]["metrics"]["asr"]["delta"] == {"value": 0.12, "lo": 0.06, "hi": 0.3}
+    fingerprints = {r["adapter_fingerprint"] for r in runs}
+    assert len(fingerprints) == 2 and None not in fingerprints
+    assert report["metrics"]["asr"]["delta"]["value"] == 0.12  # the stored verdict is the worst run's
+    samples = db.scalars(select(Sample).where(Sample.submission_id == sid)).all()
+    assert [smp.item_id for smp in samples] == ["h-lr0.0005"]
+    ev = db.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sid))
+    assert len(ev.data["sweep"]) == 2 and ev.model_fingerprint is None
+
+
+def test_a_policy_sweep_does_not_apply_to_an_adapter_and_its_report_says_so(
+        service_settings, gate, submit, sweep_policy, db):
+    sid = submit("adapter", policy=sweep_policy)
+    for st in (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE):
+        pipeline.execute_stage(None, st, sid, service_settings)
+    assert gate.calls == ["inspect", "evaluate", "decide"]
+    verdict = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid))
+    assert db.get(Submission, sid).decision == "approve" and "sweep" not in verdict.report
+    assert verdict.reasons[-1].startswith("The policy's sweep (2 training recipes) does not apply to an uploaded adapter")
+
+
+def test_a_sweep_run_out_of_range_with_the_submissions_options_is_rejected_at_inspection(
+        service_settings, gate, submit, sweep_policy, db):
+    sid = submit("dataset", training={"batch_size": 64}, policy=sweep_policy)  # 300 steps x 64 > 16,384 examples
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings) == "rejected"
+    sub = db.get(Submission, sid)
+    assert "sweep run 2 (lr 5e-4, 300 steps)" in sub.error and "steps x batch_size=19200" in sub.error
+    assert gate.calls == []
 
 
 def test_early_verdict_skips_finetuning(service_settings, gate, submit, db):

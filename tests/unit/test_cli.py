@@ -105,6 +105,40 @@ def test_check_bad_training_option_exits_3(tmp_path, capsys):
     assert "lr=5.0" in capsys.readouterr().err
 
 
+def test_check_sweep_flags_are_checked_as_a_policys_sweep_and_exit_3(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "hi", "completion": "hello"}\n')
+    capsys.readouterr()
+    assert main(["check", str(data), "--quiet", "--sweep", "--sweep-lr", "1e-4,2e-4,5e-4", "--sweep-steps", "10,20,30"]) == 3
+    assert "--sweep (every --sweep-lr with every --sweep-steps) lists 9 runs; at most 6" in capsys.readouterr().err
+    assert main(["check", str(data), "--quiet", "--sweep", "--sweep-lr", "fast"]) == 3
+    assert "--sweep-lr must be a comma-separated list of numbers, got 'fast'" in capsys.readouterr().err
+    assert main(["check", str(data), "--quiet", "--sweep", "--sweep-lr", "0.5"]) == 3
+    assert "entry 1: lr must be a number (allowed: over 0, at most 0.01), got 0.5" in capsys.readouterr().err
+
+
+def test_render_text_lists_every_sweep_run_and_marks_the_worst(report):
+    import copy
+    import types
+
+    from evaluation.finetune import TrainingConfig
+    from evaluation.sweep import keep_worst
+
+    milder = copy.deepcopy(report)
+    milder["verdict"]["decision"] = "approve"
+    milder["metrics"]["asr"]["delta"].update(value=0.01, lo=-0.2, hi=0.2)
+    worse = types.SimpleNamespace(report=report, samples=[])
+    keep_worst([types.SimpleNamespace(report=milder, samples=[]), worse],
+               [TrainingConfig(lr=2e-4, steps=50), TrainingConfig(lr=5e-4, steps=100)], ["a" * 64, "b" * 64])
+    lines = render_text(report).splitlines()
+    start = lines.index("Sweep: 2 fine-tunes; the worst (*, run 2) is the verdict above:")
+    header, first, second = lines[start + 1:start + 4]
+    assert header.split()[:4] == ["run", "recipe", "decision", "ASR"]
+    assert first.split()[:7] == ["1", "lr", "2e-4,", "50", "steps", "approve", "+1.0"]
+    assert second.split()[:8] == ["*", "2", "lr", "5e-4,", "100", "steps", report["verdict"]["decision"], "+50.0"]
+    assert "x1.17" in second and "bbbbbbbbbbbb" in second  # perplexity 3.0 -> 3.5; the adapter's fingerprint
+
+
 def test_suites_json_lists_the_registered_suites(capsys):
     from evaluation.suites import list_suites
 

@@ -53,6 +53,9 @@ def test_the_policy_tables_list_exactly_the_policys_keys_with_their_defaults():
             assert default == str(f.default).lower()
         elif isinstance(f.default, str):
             assert default == f'"{f.default}"'
+        elif isinstance(f.default, tuple):  # the sweep: its runs, each by its recipe
+            assert default == "[]" and not f.default
+            assert row[2] == f"{len(strict.sweep)} runs: " + "; ".join(run.label() for run in strict.sweep)
         else:
             assert float(default) == f.default, f.name
             assert float(_first_code(row[2])) == getattr(strict, f.name), f.name  # the strict column

@@ -3,7 +3,8 @@
 Real fine-tunes, real default suites, real caches: a dataset is inspected, fine-tuned and evaluated against
 its base and the benign control (evaluate_candidate: evaluate_submission, then benign_control and
 add_control); the results caches are hit on a second run and missed once the evaluation code changes;
-and `ftgate check --sweep` fine-tunes every learning rate x step count and keeps the worst. The keyword
+and a sweep (`ftgate check --sweep`, a policy's `sweep`) fine-tunes every learning rate x step count and keeps
+the worst. The keyword
 judge, 8-token answers and a few LoRA steps keep it to seconds (the e2e tier does the same on SmolLM2).
 """
 
@@ -89,6 +90,20 @@ def test_a_fine_tuned_dataset_is_measured_against_its_base_and_the_benign_contro
     assert edited.metrics == ev.metrics  # the "edit" changed no code that runs: the same numbers
 
 
+def _assert_the_worst_run_is_the_report(report: dict) -> None:
+    """Exactly one run is marked worst, by the documented rule (evaluation/sweep.py), and the report is its."""
+    from evaluation.sweep import worst_index
+
+    runs = report["sweep"]
+    assert [run["worst"] for run in runs].count(True) == 1
+    (worst,) = [run for run in runs if run["worst"]]
+    as_reports = [{"verdict": {"decision": run["decision"]}, "metrics": run["metrics"]} for run in runs]
+    assert runs[worst_index(as_reports)] is worst
+    assert report["verdict"]["decision"] == worst["decision"]
+    assert report["metrics"]["asr"] == worst["metrics"]["asr"] and report["training"] == worst["training"]
+    assert report["metrics"]["asr"]["delta"]["value"] == worst["asr_delta"]
+
+
 def test_check_sweep_fine_tunes_every_rate_and_step_count_and_reports_the_worst(tiny_gate, tmp_path):
     from ftgate.cli import EXIT, main
 
@@ -104,8 +119,29 @@ def test_check_sweep_fine_tunes_every_rate_and_step_count_and_reports_the_worst(
     for run in report["sweep"]:
         assert run["training"]["rank"] == 4 and run["training"]["optimizer"] == "adamw"
         assert run["decision"] in ("approve", "review", "block")
-    worst = max(report["sweep"], key=lambda run: run["asr_delta"])
-    assert report["metrics"]["asr"]["delta"]["value"] == worst["asr_delta"]
-    assert (report["training"]["lr"], report["training"]["steps"]) in tried
+        assert {"value", "lo", "hi"} <= set(run["metrics"]["asr"]["delta"])
+        assert {"overrefusal", "knowledge_accuracy", "perplexity", "kl"} <= set(run["metrics"])
+    assert len({run["adapter_fingerprint"] for run in report["sweep"]}) == 4  # four different fine-tunes
+    _assert_the_worst_run_is_the_report(report)
     assert report["base"]["name"] == BASE and report["judge"]["name"] == "keyword"
     assert "control_asr_delta" in report["metrics"]
+
+
+def test_a_policy_sweep_fine_tunes_once_per_run_and_keeps_the_worst(tiny_gate, tmp_path):
+    """The policy's `sweep` is what the worker runs; run_check reads it the same way (no --sweep flags)."""
+    from evaluation.gate import run_check
+
+    policy = tmp_path / "two-runs.toml"
+    policy.write_text("sweep = [{lr = 2e-3, steps = 1}, {lr = 5e-3, steps = 3}]\n")
+    seen: list[str] = []
+    result = run_check(DATASET, base=BASE, policy=str(policy), training=TrainingConfig.from_overrides(RECIPE),
+                       progress=lambda stage, done, total, message="": seen.append(message))
+    report = result.report
+
+    assert [(run["run"], run["training"]["lr"], run["training"]["steps"]) for run in report["sweep"]] == [
+        (1, 2e-3, 1), (2, 5e-3, 3)]
+    assert all(run["training"]["rank"] == 4 for run in report["sweep"])  # the rest is the submission's recipe
+    _assert_the_worst_run_is_the_report(report)
+    assert any(m.startswith("fine-tune 2 of 2: lr 5e-3, 3 steps") for m in seen)
+    assert any(m.startswith("evaluate 1 of 2: lr 2e-3, 1 step") for m in seen)
+    assert report["verdict"]["policy"] == "two-runs"

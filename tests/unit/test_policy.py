@@ -15,6 +15,7 @@ from evaluation.policy import (
     list_policies,
     load_policy,
     load_policy_file,
+    policy_from_dict,
 )
 from ftgate.settings import get_settings
 
@@ -388,3 +389,60 @@ def test_a_verdict_rebuilt_from_its_dict_has_the_enum_and_refuses_other_words():
     assert verdict.decision is Decision.BLOCK and verdict.to_dict()["decision"] == "block"
     with pytest.raises(ValueError):
         Verdict(decision="maybe", reasons=[])
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+
+
+def test_a_sweep_is_read_from_toml_and_yaml_and_each_run_replaces_only_lr_and_steps(tmp_path):
+    from evaluation.finetune import TrainingConfig
+    from evaluation.policy import SweepRun, training_runs
+
+    p = tmp_path / "worst.toml"
+    p.write_text("sweep = [{lr = 2e-4, steps = 50}, {lr = 5e-4, steps = 100}]\n")
+    pol = load_policy_file(p)
+    assert pol.sweep == (SweepRun(2e-4, 50), SweepRun(5e-4, 100))
+    assert [r.label() for r in pol.sweep] == ["lr 2e-4, 50 steps", "lr 5e-4, 100 steps"]
+    assert pol.to_dict()["sweep"] == [{"lr": 2e-4, "steps": 50}, {"lr": 5e-4, "steps": 100}]
+    y = tmp_path / "worst.yaml"
+    y.write_text("sweep:\n  - {lr: 2.0e-4, steps: 50}\n  - {lr: 0.0005, steps: 100}\n")
+    assert load_policy_file(y).sweep == pol.sweep and load_policy_file(y).hash == pol.hash
+    mine = TrainingConfig.from_overrides({"rank": 4, "lr": 1e-3, "steps": 7})
+    runs = training_runs(pol.sweep, mine)
+    assert [(r.lr, r.steps, r.rank) for r in runs] == [(2e-4, 50, 4), (5e-4, 100, 4)]
+    assert training_runs((), mine) == [mine]  # no sweep: the submission's own recipe, once
+
+
+def test_an_empty_sweep_is_one_run_and_keeps_the_policys_hash():
+    assert Policy(name="x", sweep=()).hash == Policy(name="x").hash
+    assert policy_from_dict({"name": "x", "sweep": []}).hash == Policy(name="x").hash
+    assert policy_from_dict({"name": "x", "sweep": [{"lr": 2e-4, "steps": 50}]}).hash != Policy(name="x").hash
+
+
+@pytest.mark.parametrize(("sweep", "error"), [
+    ("2e-4", "policy key 'sweep' must be a list of {lr, steps} tables"),
+    ([{"lr": 2e-4, "steps": 50}] * 7, "policy key 'sweep' lists 7 runs; at most 6"),
+    ([3], "entry 1 must be a table"),
+    ([{"lr": 2e-4}], "entry 1 has no 'steps'"),
+    ([{"lr": 2e-4, "steps": 50, "rank": 8}], "entry 1 has unknown key 'rank'"),
+    ([{"lr": 0.0, "steps": 50}], r"entry 1: lr must be a number \(allowed: over 0, at most 0.01\), got 0.0"),
+    ([{"lr": 2e-4, "steps": 50}, {"lr": 0.5, "steps": 50}], "entry 2: lr must be a number"),
+    ([{"lr": 2e-4, "steps": 0}], r"steps must be a whole number \(allowed: 1..1000\), got 0"),
+    ([{"lr": 2e-4, "steps": 50.0}], "steps must be a whole number"),
+    ([{"lr": True, "steps": 50}], "lr must be a number"),
+    ([{"lr": "2e-4", "steps": 50}], r"in YAML write a number with a dot \(2.0e-4\)"),
+    ([{"lr": 2e-4, "steps": 50}, {"steps": 50, "lr": 2e-4}], r"entry 2 repeats entry 1 \(lr 2e-4, 50 steps\)"),
+])
+def test_a_bad_sweep_is_refused_naming_the_entry_and_the_rule(sweep, error):
+    with pytest.raises(InputRejected, match=error) as e:
+        policy_from_dict({"sweep": sweep}, label="mine.toml")
+    assert e.value.reason.startswith("mine.toml: policy key 'sweep'") and e.value.code == "invalid_policy"
+
+
+def test_a_sweep_run_too_long_for_the_submissions_batch_size_is_refused_naming_the_run():
+    from evaluation.finetune import TrainingConfig
+    from evaluation.policy import training_runs
+
+    pol = policy_from_dict({"sweep": [{"lr": 2e-4, "steps": 50}, {"lr": 5e-4, "steps": 300}]})
+    with pytest.raises(InputRejected, match=r"sweep run 2 \(lr 5e-4, 300 steps\) .* steps x batch_size=19200"):
+        training_runs(pol.sweep, TrainingConfig.from_overrides({"batch_size": 64}))
