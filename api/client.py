@@ -17,7 +17,7 @@ from xml.etree import ElementTree as ET
 
 import httpx
 
-from ftgate.cli import EXIT  # the exit codes of `ftgate check`, which `ftgate submit` shares
+from ftgate.cli import EXIT, render_repair  # shared with `ftgate check`: exit codes, the repair's lines
 
 TERMINAL = {"done", "rejected", "failed", "cancelled"}
 API = "/api/v1"
@@ -58,10 +58,18 @@ def _retry_after(r: httpx.Response) -> float | None:
         return 1.0
 
 
+def _verdict_known(sub: dict) -> bool:
+    """Done, or decided and now only making a repaired adapter nobody asked for (the policy's own setting)."""
+    return sub.get("status") == "done" or (sub.get("status") == "repairing" and not sub.get("repair_requested"))
+
+
 def exit_code_of(sub: dict) -> int:
     status = sub.get("status")
-    if status == "done":
-        return EXIT.get(sub.get("decision") or "", EXIT["error"])
+    if _verdict_known(sub):
+        repair = sub.get("repair") or {}
+        # auto: the repaired adapter is released when its own verdict approves, so the exit code is its verdict
+        decision = repair.get("decision") if repair.get("released") else sub.get("decision")
+        return EXIT.get(decision or "", EXIT["error"])
     if status == "rejected":
         return EXIT["rejected"]
     return EXIT["error"]
@@ -72,7 +80,7 @@ def write_junit(path: Path, sub: dict, report: dict | None, elapsed: float) -> N
     suite = ET.Element("testsuite", name="ftgate", tests="1", time=f"{elapsed:.1f}")
     case = ET.SubElement(suite, "testcase", classname=f"ftgate.{sub.get('kind', 'artifact')}", name=str(name),
                          time=f"{elapsed:.1f}")
-    status, decision = sub.get("status"), sub.get("decision")
+    status, decision = ("done" if _verdict_known(sub) else sub.get("status")), sub.get("decision")
     reasons = (report or {}).get("verdict", {}).get("reasons") or (sub.get("verdict") or {}).get("reasons") or []
     text = "\n".join(str(r) for r in reasons)
     url_line = f"submission {sub.get('id')} ({sub.get('links', {}).get('self', '')})"
@@ -107,7 +115,8 @@ def _pack_directory(d: Path) -> Path:
 def submit(
     file: str | Path, server: str, token: str, wait: bool = True, junit: str | Path | None = None, *,
     kind: str | None = None, base: str | None = None, policy: str | None = None, name: str | None = None,
-    training: str | None = None, timeout: float = 6 * 3600, poll: float = 2.0, output: str = "text",
+    training: str | None = None, repair: str | None = None, timeout: float = 6 * 3600, poll: float = 2.0,
+    output: str = "text",
     out: TextIO | None = None, err: TextIO | None = None, transport: httpx.BaseTransport | None = None,
 ) -> int:
     """Upload ``file`` and (with ``wait``) follow it to its verdict. Returns the exit code."""
@@ -123,7 +132,7 @@ def submit(
         if path.is_dir():
             packed = path = _pack_directory(path)
         fields = {k: v for k, v in {"kind": kind, "base": base, "policy": policy, "name": name,
-                                     "training": training}.items() if v}
+                                     "training": training, "repair": repair}.items() if v}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=httpx.Timeout(60.0, read=600.0),
                           transport=transport) as http:
@@ -141,7 +150,7 @@ def submit(
             what = "already submitted: " if sub.get("duplicate") else "submitted: "
             print(f"{what}{sub['id']} ({sub.get('kind')}, base {sub.get('base')}, policy {sub.get('policy')})", file=err)
             last = None
-            while wait and sub.get("status") not in TERMINAL:
+            while wait and sub.get("status") not in TERMINAL and not _verdict_known(sub):
                 if time.monotonic() - started > timeout:
                     raise ClientError(f"no verdict after {timeout:.0f} s; submission {sub['id']} is {sub.get('status')}")
                 time.sleep(poll)
@@ -154,7 +163,7 @@ def submit(
                 if line != last:
                     print(line, file=err)
                     last = line
-            if sub.get("status") == "done":
+            if _verdict_known(sub):
                 report = _check(http.get(f"{API}/submissions/{sub['id']}/report"))
     except ClientError as e:
         print(f"ftgate submit: {e}", file=err)
@@ -180,13 +189,16 @@ def _print_result(sub: dict, report: dict | None, wait: bool, output: str, out: 
         out.write("\n")
         return
     status = sub.get("status")
-    if status == "done":
+    if _verdict_known(sub):
         decision = sub.get("decision")
         auto = sub.get("automatic_decision")
         extra = f" (automatic: {auto}; reviewed)" if auto and auto != decision else ""
         print(f"verdict: {str(decision).upper()}{extra}", file=out)
         for reason in (report or {}).get("verdict", {}).get("reasons") or (sub.get("verdict") or {}).get("reasons") or []:
             print(f"  - {reason}", file=out)
+        for line in render_repair((report or {}).get("repair"), (report or {}).get("metrics") or {},
+                                  adapter_location=(sub.get("repair") or {}).get("adapter")):
+            print(line, file=out)
     elif status == "rejected":
         print(f"rejected: {(sub.get('error') or {}).get('message')}", file=out)
     elif status in ("failed", "cancelled"):
@@ -209,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy")
     p.add_argument("--name")
     p.add_argument("--training", help="JSON object of fine-tuning overrides (datasets), e.g. '{\"steps\": 20}'")
+    p.add_argument("--repair", nargs="?", const="offer", metavar="offer|auto|off",
+                   help="after a safety block or review, also make and judge a repaired adapter (safety data mixed "
+                        "into the fine-tune; offer, the default with the flag: shown beside the verdict; auto: "
+                        "released when it approves); default: the policy's setting, which is also the most allowed")
     p.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the verdict")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between status checks")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: print the report")
@@ -217,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ftgate submit: an API token is needed (--token or FTGATE_TOKEN)", file=sys.stderr)
         return EXIT["error"]
     return submit(args.file, args.server, args.token, args.wait, args.junit, kind=args.kind, base=args.base,
-                  policy=args.policy, name=args.name, training=args.training, timeout=args.timeout, poll=args.poll,
+                  policy=args.policy, name=args.name, training=args.training, repair=args.repair,
+                  timeout=args.timeout, poll=args.poll,
                   output=args.format)
 
 

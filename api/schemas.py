@@ -127,6 +127,35 @@ class VerdictOut(BaseModel):
     created_at: Timestamp
 
 
+class TaskLoss(BaseModel):
+    """The customer's task before and after the repair: mean NLL per response token (nats) on held-back examples
+    of the customer's own data, both adapters trained on the same data without them (docs/report.md)."""
+
+    original: float | None = Field(description="the unrepaired recipe (the data as submitted)")
+    repaired: float | None = Field(description="the same data with the safety mix")
+    held_back_examples: int
+
+
+class RepairOut(BaseModel):
+    """Approve with repair: the repaired adapter's own verdict beside the original one (docs/report.md `repair`)."""
+
+    status: Literal["pending", "done", "failed", "skipped", "refused", "off", "not_needed"] = Field(
+        description="pending: the repair stage is to run or running; done: made and judged; otherwise `reason` says "
+                    "why there is none")
+    mode: str | None = Field(description="off | offer | auto")
+    reason: str | None = None
+    method: str | None = Field(None, description="`safety-mix fine-tune` (datasets) or `safety-subspace projection "
+                                                 "(SafeLoRA)` (uploaded adapters, no training)")
+    decision: Decision | None = Field(None, description="the repaired adapter's own verdict (status done)")
+    reasons: list[str] = Field(default_factory=list)
+    released: bool = Field(False, description="auto, and the repaired adapter approved: it is the released artifact")
+    metrics: dict[str, Any] | None = Field(None, description="the repaired adapter's metrics, as the report's")
+    task_loss: TaskLoss | None = None
+    safety_share: float | None = Field(None, description="share of the repair fine-tune's examples that were safety data")
+    adapter_fingerprint: str | None = None
+    adapter: str | None = Field(None, description="download link of the repaired adapter (a zip), when done")
+
+
 class Finding(BaseModel):
     """A static finding of the inspection that did not refuse the upload."""
 
@@ -159,6 +188,9 @@ class SubmissionDetail(SubmissionSummary):
         description="seconds: per finished stage, 'queued' (created to started) and 'total' (started to finished)")
     verdict: VerdictOut | None = Field(description="set once it is done")
     metrics: dict[str, Any] | None = Field(description="the report's metrics once it is done (docs/report.md)")
+    repair: RepairOut | None = Field(None, description="approve with repair, once decided (null: none was due)")
+    repair_requested: Literal["off", "offer", "auto"] | None = Field(
+        None, description="the `repair` it was uploaded with (null: the policy's setting)")
     # Absent (not null) until the inspection ran, as it always was: the routes that answer this model leave
     # out what the view did not set (response_model_exclude_unset).
     findings: list[Finding] = Field(default_factory=list, description="absent until the inspection ran")

@@ -8,7 +8,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentPrincipal, DbSession, Reviewer, load_submission
@@ -29,6 +29,7 @@ from services import catalog, queries
 from services import submissions as lifecycle
 from services.auth import Principal
 from services.queries import SubmissionFilter
+from services.storage import safe_filename
 
 log = logging.getLogger("ftgate.api")
 router = APIRouter(prefix="/submissions", tags=["submissions"])
@@ -50,6 +51,9 @@ _UPLOAD_SCHEMA = {
                         "name": {"type": "string"},
                         "policy": {"type": "string", "description": "gate policy (default: the configured one)"},
                         "training": {"type": "string", "description": "JSON object of fine-tuning overrides (datasets)"},
+                        "repair": {"type": "string", "enum": ["off", "offer", "auto"],
+                                   "description": "approve with repair after a safety block or review (default: the "
+                                                  "policy's setting, which is also the most that may be asked)"},
                     },
                 }
             }
@@ -82,6 +86,23 @@ def parse_training_field(raw: str, kind: str) -> dict[str, TrainingValue]:
     if kind == "adapter" and training:
         raise invalid("training", "training overrides apply to datasets only")
     return training
+
+
+def parse_repair_field(raw: str, policy: str) -> str | None:
+    """The `repair` form field: off, offer or auto, and no more than the policy allows (None: not asked, the
+    policy's setting applies). When the policies cannot be read here, the worker checks it."""
+    from evaluation.repair import REPAIR_MODES
+
+    value = raw.strip()
+    if not value:
+        return None
+    if value not in REPAIR_MODES:
+        raise invalid("repair", f"repair must be one of {', '.join(REPAIR_MODES)}, not {value!r}")
+    allows = catalog.policy_repair(policy)
+    if allows is not None and REPAIR_MODES.index(value) > REPAIR_MODES.index(allows):
+        raise invalid("repair", f"policy {policy!r} allows repair up to {allows!r}; {value!r} was asked",
+                      code="repair_not_allowed")
+    return value
 
 
 QUOTA_RETRY_AFTER_SECONDS = 60
@@ -138,6 +159,7 @@ async def _receive_and_record(request: Request, principal: Principal) -> JSONRes
         policy = (fields.get("policy") or "").strip() or settings.default_policy
         name = (fields.get("name") or "").strip()[:300] or upload.filename
         training = parse_training_field(fields.get("training") or "", kind)
+        repair = parse_repair_field(fields.get("repair") or "", policy)
     except BaseException:
         state.storage.discard(upload)
         raise
@@ -161,7 +183,7 @@ async def _receive_and_record(request: Request, principal: Principal) -> JSONRes
                 placed = state.storage.place(upload)
                 try:
                     sub, created = lifecycle.create_submission(
-                        db, principal, kind=kind, base=base, policy=policy, name=name, training=training,
+                        db, principal, kind=kind, base=base, policy=policy, name=name, training=training, repair=repair,
                         filename=upload.filename, artifact_path=placed.rel, sha256=upload.sha256, size=upload.size,
                         quotas=lifecycle.Quotas(settings.max_in_flight_per_organisation,
                                                 settings.max_stored_bytes_per_organisation),
@@ -247,6 +269,29 @@ def get_report(submission_id: str, principal: CurrentPrincipal, db: DbSession) -
     if verdict is None:
         raise ApiError(409, "not_ready", f"submission {sub.id} is {sub.status}; the report exists once it is done")
     return JSONResponse(verdict.report)
+
+
+@router.get("/{submission_id}/repair/adapter", summary="The repaired adapter (a zip of the PEFT folder)",
+            response_class=FileResponse, responses={200: {"content": {"application/zip": {}}}})
+def get_repaired_adapter(submission_id: str, request: Request, principal: CurrentPrincipal, db: DbSession):
+    """Streamed from storage, under a name made from the submission's (safe characters only). 409 while there
+    is no repaired adapter (none was due, it is still being made, or it failed: the detail's `repair` says
+    which); 410 once retention deleted the submission's files."""
+    sub = load_submission(db, submission_id, principal)
+    verdict = queries.verdict_of(db, sub.id)
+    repair = verdict.report.get("repair") if verdict is not None and isinstance(verdict.report, dict) else None
+    if not isinstance(repair, dict) or repair.get("status") != "done":
+        status = repair.get("status") if isinstance(repair, dict) else "none"
+        raise ApiError(409, "no_repaired_adapter", f"submission {sub.id} has no repaired adapter (repair: {status})")
+    storage = request.app.state.storage
+    try:
+        path = storage.path(str(repair.get("adapter_path") or ""))
+    except ValueError:  # a stored path outside the storage root is never served
+        path = None
+    if sub.artifact_deleted_at is not None or path is None or not path.is_file():
+        raise ApiError(410, "gone", f"the repaired adapter of submission {sub.id} is no longer stored")
+    stem = safe_filename(sub.name, "submission").rsplit(".", 1)[0] or "submission"
+    return FileResponse(path, media_type="application/zip", filename=f"{stem}-repaired-adapter.zip")
 
 
 @router.get("/{submission_id}/samples", summary="Per-prompt completions and judge labels (reviewers only)",

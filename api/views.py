@@ -74,9 +74,12 @@ def submission_detail(db: Session, sub: Submission) -> dict:
         d["verdict"] = {"decision": verdict.decision, "reasons": verdict.reasons, "policy": verdict.policy_name,
                         "created_at": iso(verdict.created_at)}
         d["metrics"] = verdict.report.get("metrics") if isinstance(verdict.report, dict) else None
+        d["repair"] = repair_view(sub.id, verdict.report.get("repair") if isinstance(verdict.report, dict) else None)
     else:
         d["verdict"] = None
         d["metrics"] = None
+        d["repair"] = None
+    d["repair_requested"] = sub.repair
     if sub.inspection:
         findings = sub.inspection.get("findings") if isinstance(sub.inspection, dict) else None
         d["findings"] = findings or []
@@ -84,6 +87,21 @@ def submission_detail(db: Session, sub: Submission) -> dict:
     d["reviews"] = [review_view(db, r) for r in reviews]
     d["review"] = d["reviews"][-1] if d["reviews"] else None
     return d
+
+
+REPAIR_FIELDS = ("status", "mode", "reason", "method", "decision", "reasons", "released", "metrics", "task_loss",
+                 "safety_share", "adapter_fingerprint")
+
+
+def repair_view(sub_id: str, repair: dict | None) -> dict | None:
+    """The report's ``repair`` object as the API shows it: its numbers and verdict, and the repaired adapter's
+    download link in place of where it is stored."""
+    if not isinstance(repair, dict):
+        return None
+    out = {k: repair[k] for k in REPAIR_FIELDS if k in repair}
+    if repair.get("status") == "done":
+        out["adapter"] = f"{API}/submissions/{sub_id}/repair/adapter"
+    return out
 
 
 def review_view(db: Session, r: Review) -> dict:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ from evaluation.records import (
 from ftgate.settings import get_settings
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
-           "inspect_submission", "finetune_submission", "finetune_dataset", "evaluate_submission",
+           "inspect_submission", "finetune_submission", "finetune_dataset", "finetune_examples", "evaluate_submission",
            "evaluate_candidate", "benign_control", "add_control", "decide_submission", "run_check",
            "default_suites", "eval_copy"]
 
@@ -192,12 +192,21 @@ def finetune_submission(inspection: Inspection, base_name: str, training: Traini
 def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfig | None = None, *,
                      progress: Progress = no_progress) -> Path:
     """A LoRA adapter trained on the dataset over the base, cached by (data, base fingerprint, config)."""
-    from evaluation.bases import load_base
     from evaluation.datasets import load_dataset
 
     cfg = training or TrainingConfig()
     _, examples = load_dataset(dataset_path, preference_side=cfg.preference_side,
                                max_examples=get_settings().max_dataset_examples)
+    return finetune_examples(examples, base_name, cfg, progress=progress)
+
+
+def finetune_examples(examples: list, base_name: str, training: TrainingConfig | None = None, *,
+                      progress: Progress = no_progress) -> Path:
+    """A LoRA adapter trained on ``examples`` over the base, cached by (their content, base fingerprint,
+    config): what ``finetune_dataset`` runs once the file is read, and what a repair's mixes are trained by."""
+    from evaluation.bases import load_base
+
+    cfg = training or TrainingConfig()
     base = load_base(base_name, progress=base_progress(progress))
     key = training_key(examples_fingerprint(examples), base.fingerprint, cfg)
     out = get_settings().cache_dir / "finetunes" / key
@@ -494,6 +503,33 @@ def decide_submission(inspection: Inspection, evaluation: Evaluation | None, pol
     return GateResult(report=report, samples=ev.get("samples", []))
 
 
+def report_training(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The TrainingConfig fields of a report's ``training`` (which also names the fixed choices)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(TrainingConfig)}
+    return {k: v for k, v in (report.get("training") or {}).items() if k in names}
+
+
+def repair_submission(inspection: Inspection, base_name: str, verdict: Mapping[str, Any], training: TrainingConfig | None = None,
+                      *, policy: str | None = None, judge: str | None = None, mode: str = "offer",
+                      config: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
+    """The report's ``repair`` object for a decided submission (docs/report.md): the repair when the verdict
+    holds a safety block or review, else why none was made. ``verdict`` is the report's; it is not changed."""
+    from evaluation.repair import repair_adapter, repair_dataset, safety_findings
+
+    if mode == "off":
+        return {"status": "off", "mode": mode, "reason": "repair is off"}
+    if not safety_findings(verdict):
+        return {"status": "not_needed", "mode": mode,
+                "reason": f"the verdict is {verdict.get('decision')} with no safety block or review to repair"}
+    if inspection.kind == "dataset":
+        return repair_dataset(inspection, base_name, training, policy=policy, judge=judge, mode=mode,
+                              config=config, progress=progress)
+    return repair_adapter(inspection, base_name, policy=policy, judge=judge, mode=mode, config=config,
+                          progress=progress)
+
+
 def _code_revision() -> str:
     """`+<git short sha>` when running from a checkout, so a report names the exact code."""
     import subprocess
@@ -508,27 +544,39 @@ def _code_revision() -> str:
 
 def run_check(path: Path, *, kind: str | None = None, base: str | None = None, policy: str | None = None,
               training: TrainingConfig | None = None, judge: str | None = None,
-              sweep: Sequence[SweepRun] | None = None, workdir: Path | None = None,
-              progress: Progress = no_progress) -> GateResult:
+              sweep: Sequence[SweepRun] | None = None, repair: str | None = "off", repair_config: Any = None,
+              workdir: Path | None = None, progress: Progress = no_progress) -> GateResult:
     """The whole gate in one process. A dataset is fine-tuned once per run of the policy's ``sweep`` (``sweep``
     given here replaces it: ``ftgate check --sweep``), each run evaluated and decided, and the worst kept
-    (evaluation/sweep.py); without a sweep, once with ``training``. An adapter is evaluated once."""
+    (evaluation/sweep.py); without a sweep, once with ``training``. An adapter is evaluated once.
+
+    ``repair`` (off | offer | auto; None: the policy's setting, and never more than it allows): when the verdict
+    is a block or review for safety, the repaired adapter is made and judged too (evaluation/repair.py), its
+    result in the report's ``repair`` object; the verdict itself is not changed."""
     from evaluation import sweep as sweeps
     from evaluation.policy import load_policy, training_runs
+    from evaluation.repair import repair_mode
 
     settings = get_settings()
     base = base or settings.default_base
     started = time.perf_counter()
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
     workdir = workdir or settings.cache_dir / "work" / digest
+    the_policy = load_policy(policy)
+    mode = repair_mode(repair, the_policy.repair, the_policy.name)  # a bad value is refused before any work
     try:
         training = training or TrainingConfig()
-        points = tuple(load_policy(policy).sweep if sweep is None else sweep)
+        points = tuple(the_policy.sweep if sweep is None else sweep)
         insp = inspect_submission(Path(path), kind, base, workdir=workdir, policy=policy,
                                   preference_side=training.preference_side, progress=progress)
         if insp.early_verdict:
-            return decide_submission(insp, None, policy, training=training,
-                                     timings={"total": round(time.perf_counter() - started, 2)})
+            result = decide_submission(insp, None, policy, training=training,
+                                       timings={"total": round(time.perf_counter() - started, 2)})
+            if mode != "off":
+                result.report["repair"] = {"status": "skipped", "mode": mode, "reason": (
+                    "blocked at screening, before any fine-tune: most of the data is harmful, so there is no "
+                    "customer task to keep")}
+            return result
         if insp.kind == "adapter":
             if insp.adapter_dir is None:
                 raise ValueError("an adapter's inspection has no adapter directory")
@@ -551,6 +599,11 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
                 results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s}))
                 fingerprints.append(adapter_fingerprint(adapter))
             result = sweeps.keep_worst(results, runs, fingerprints) if points else results[0]
+        if mode != "off":  # the kept (worst) run's verdict and recipe
+            kept = TrainingConfig.from_overrides(report_training(result.report)) if insp.kind == "dataset" else None
+            result.report["repair"] = repair_submission(insp, base, result.report["verdict"], kept, policy=policy,
+                                                        judge=judge, mode=mode, config=repair_config,
+                                                        progress=progress)
         result.report["timings"]["total"] = round(time.perf_counter() - started, 2)
         return result
     finally:

@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 import yaml
 
 from evaluation.errors import InputRejected
-from evaluation.fields import allowed, is_allowed, markdown_table, option
+from evaluation.fields import allowed, choices, is_allowed, markdown_table, option
 from evaluation.finetune import TrainingConfig
 from evaluation.formatting import percent, points
 from evaluation.metric_info import METRICS
@@ -134,8 +134,8 @@ def training_runs(sweep: tuple[SweepRun, ...], training: TrainingConfig) -> list
 
 
 # A policy key's kind: how it is checked, and its bounds. "fraction": 0..1 (0.10 = 10 points or 10%); "count": a
-# whole number >= 1; "ratio": >= 1 (candidate / base); "flag": true or false; "text": a string; "sweep": a list of
-# 0..MAX_SWEEP_RUNS {lr, steps} entries (parse_sweep).
+# whole number >= 1; "ratio": >= 1 (candidate / base); "flag": true or false; "text": a string; "choice": one of
+# the values of the field's Literal type; "sweep": a list of 0..MAX_SWEEP_RUNS {lr, steps} entries (parse_sweep).
 _KIND_BOUNDS = {"fraction": {"low": 0, "high": 1}, "count": {"low": 1}, "ratio": {"low": 1},
                 "sweep": {"low": 0, "high": MAX_SWEEP_RUNS}}
 
@@ -206,6 +206,14 @@ class Policy:
         a dataset is fine-tuned once per entry, with that learning rate and step count over its own training options,
         each fine-tune is evaluated and decided, and the **worst** run's verdict is the submission's (see below).
         Empty: one fine-tune with the submission's options. Uploaded adapters are evaluated once.""")
+    # approve with repair (evaluation/repair.py)
+    repair: Literal["off", "offer", "auto"] = _key("offer", "choice", "repair", help="""
+        when a verdict is a block or a review for safety (ASR, a harm category, harmful training examples, a
+        jailbreak persona), re-run the fine-tune with safety data mixed in and evaluate the result like a
+        candidate, with its own verdict beside the original. **off**: never; **offer**: the repaired adapter
+        is computed and shown, the original verdict stands; **auto**: as offer, and when the repaired
+        adapter's own verdict is approve it becomes the released artifact. Also the most a submission may ask
+        for (off < offer < auto).""")
     # where it was loaded from (not a file key, not part of the hash)
     source: str = field(default="", compare=False)
 
@@ -229,7 +237,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Policy) if f.name != "source"}
 
 
 # docs/policy.md's field tables: one per section, each field in its declared order
-DOC_SECTIONS = ("asr", "overrefusal", "knowledge", "screening", "sweep", "names")
+DOC_SECTIONS = ("asr", "overrefusal", "knowledge", "screening", "sweep", "repair", "names")
 
 
 def _doc_value(f: dataclasses.Field, value: Any) -> str:
@@ -239,7 +247,7 @@ def _doc_value(f: dataclasses.Field, value: Any) -> str:
         return "`[]` (one run)" if not value else f"{len(value)} runs: " + "; ".join(r.label() for r in value)
     if kind == "flag":
         return f"`{str(value).lower()}`"
-    if kind == "text":
+    if kind in ("text", "choice"):
         return f"`{json.dumps(value)}`"
     if kind == "count":
         return f"`{value}` {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
@@ -275,6 +283,12 @@ def _check_value(key: str, value: Any, label: str) -> Any:
     if kind == "text":
         if not isinstance(value, str):
             raise InputRejected(f"{bad} must be a string, got {value!r}", "invalid_policy")
+        return value
+    if kind == "choice":
+        allowed = choices(Policy, key) or ()
+        if value not in allowed:
+            raise InputRejected(f"{bad} must be one of {', '.join(map(repr, allowed))}, got {value!r}",
+                                "invalid_policy")
         return value
     if kind == "flag":
         if not isinstance(value, bool):

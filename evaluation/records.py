@@ -244,3 +244,5 @@ class Report(TypedDict):
     timings: dict[str, float]
     cache: dict[str, Any] | None
     sweep: NotRequired[list[SweepEntry]]
+    # the repair's outcome (evaluation/gate.repair_submission; its fields: docs/report.md, "repair")
+    repair: NotRequired[dict[str, Any]]

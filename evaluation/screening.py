@@ -81,7 +81,7 @@ def _persona_flags(examples: Sequence[Any], judge: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _default_suite_index(warnings: list[str]) -> dict[str, list[tuple[str, str]]]:
+def default_suite_index(warnings: list[str]) -> dict[str, list[tuple[str, str]]]:
     """normalized prompt -> [(suite name, item id)] over the default suites.
 
     A default suite that fails to load is skipped with a warning: screening must still report the
@@ -153,7 +153,7 @@ def screen_dataset(
 
     persona = _persona_flags(examples, embedded)
 
-    index = _default_suite_index(warnings) if suite_index is None else suite_index
+    index = default_suite_index(warnings) if suite_index is None else suite_index
     overlap = []
     if index:
         for ex, (q, _) in zip(examples, pairs, strict=True):

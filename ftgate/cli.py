@@ -158,10 +158,48 @@ def render_text(report: Report) -> str:
         if screening.get("n_persona"):
             lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({percent(screening['persona_share'])}),"
                          f" e.g. line {screening['persona_flagged'][0]['line']}")
+    lines += render_repair(report.get("repair"), m)
     t = report.get("timings") or {}
     if t:
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]
     return "\n".join(lines)
+
+
+def render_repair(repair: Mapping[str, Any] | None, original: Mapping[str, Any], adapter_location: str | None = None) -> list[str]:
+    """The report's ``repair`` object as text lines: its verdict and reasons, then before/after side by side, then
+    where the repaired adapter is (``adapter_location``, e.g. the service's download link; else its folder)."""
+    if not repair:
+        return []
+    if repair.get("status") != "done":
+        return ["", f"Repair ({repair.get('mode')}): {repair.get('status')}: {repair.get('reason')}"]
+    released = " - released in place of the original" if repair.get("released") else ""
+    loss, projection = repair.get("task_loss"), repair.get("projection")
+    if loss:
+        how = (f"{percent(repair['safety_share'])} safety data, {repair['safety_examples']} of "
+               f"{repair['training_examples']} examples")
+    else:
+        how = (f"{projection['projected_layers']} of {projection['layers']} layers projected, "
+               f"{percent(projection['update_norm_kept'])} of the update's norm kept") if projection else ""
+    lines = ["", f"Repair ({repair['method']}{', ' + how if how else ''}): {repair['decision'].upper()}{released}",
+             *[f"  - {r}" for r in repair["reasons"]]]
+    m = repair.get("metrics") or {}
+    rows = [("metric", "original", "repaired")]
+    for key in ("asr", "overrefusal", "knowledge_accuracy"):
+        if key in m and key in original:
+            rows.append((f"{METRICS[key].label} change", _delta(original[key]["delta"]), _delta(m[key]["delta"])))
+    if "perplexity" in m and "perplexity" in original:
+        rows.append((METRICS["perplexity"].label, f"{original['perplexity']['candidate']['value']:.2f}",
+                     f"{m['perplexity']['candidate']['value']:.2f}"))
+    if loss:
+        rows.append((f"task loss ({loss['held_back_examples']} held back)", f"{loss['original']:.3f}",
+                     f"{loss['repaired']:.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if loss:
+        lines.append("  (task loss: mean NLL per response token on held-back examples, both adapters trained "
+                     "without them)")
+    lines.append(f"  repaired adapter: {adapter_location or repair.get('adapter_path')}")
+    return lines
 
 
 def sweep_lines(runs: list[SweepEntry]) -> list[str]:
@@ -206,6 +244,16 @@ def _training_from_args(args) -> TrainingConfig:
     return TrainingConfig.from_overrides(overrides)
 
 
+def _repair_config_from_args(args) -> object:
+    """The repair config from the flags `add_arguments` made of RepairConfig's fields (None: not given)."""
+    from dataclasses import fields
+
+    from evaluation.repair import RepairConfig
+
+    return RepairConfig.from_overrides({f.name: getattr(args, f.name) for f in fields(RepairConfig)
+                                        if f.metadata["cli"] and getattr(args, f.name, None) is not None})
+
+
 def _sweep_runs(args) -> tuple | None:
     """The runs of ``--sweep``: every ``--sweep-lr`` with every ``--sweep-steps``, checked as a policy's ``sweep``
     is (bounds, at most MAX_SWEEP_RUNS runs); they replace the policy's. None without ``--sweep``."""
@@ -236,7 +284,8 @@ def cmd_check(args) -> int:
     try:
         training = _training_from_args(args)
         result = run_check(Path(args.path), kind=args.kind, base=args.base, policy=args.policy, judge=args.judge,
-                           training=training, sweep=_sweep_runs(args), progress=progress)
+                           training=training, sweep=_sweep_runs(args), repair=args.repair,
+                           repair_config=_repair_config_from_args(args), progress=progress)
     except (InputRejected, UnknownName) as exc:
         reason = exc.reason if isinstance(exc, InputRejected) else str(exc)
         code = exc.code if isinstance(exc, InputRejected) else "unknown_name"
@@ -252,7 +301,9 @@ def cmd_check(args) -> int:
     _write(args, text)
     if args.samples_out:
         Path(args.samples_out).write_text(json.dumps(result.samples, indent=1))
-    return EXIT[result.decision]
+    repair = result.report.get("repair") or {}
+    # auto: the repaired adapter is what is released when its own verdict approves, so the exit code is its verdict
+    return EXIT[repair["decision"] if repair.get("released") else result.decision]
 
 
 def _write(args, text: str) -> None:
@@ -409,7 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "case; replaces the policy's sweep (docs/policy.md)")
     c.add_argument("--sweep-lr", default="1e-4,2e-4,5e-4", help="learning rates of --sweep (default %(default)s)")
     c.add_argument("--sweep-steps", default="50,100", help="step counts of --sweep (default %(default)s)")
+    c.add_argument("--repair", nargs="?", const="offer", default="off", metavar="offer|auto",
+                   help="when the verdict is a block or review for safety, also fine-tune with safety data mixed in "
+                        "and judge that adapter (offer, the default with the flag: shown beside the verdict; auto: "
+                        "released, and the exit code its verdict, when it approves); the policy must allow it")
     training_options(c)
+    from evaluation.fields import add_arguments
+    from evaluation.repair import RepairConfig
+
+    add_arguments(c.add_argument_group("repair (with --repair)"), RepairConfig)
     c.set_defaults(func=cmd_check)
 
     b = sub.add_parser("bootstrap", help="build the embedded guarded base (once per machine)")

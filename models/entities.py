@@ -129,6 +129,8 @@ class Submission(Base):
     base_name: Mapped[str] = mapped_column(String(200))
     policy_name: Mapped[str] = mapped_column(String(200))
     training: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # off | offer | auto, as the submitter asked (None: the policy's setting); see evaluation/repair.py
+    repair: Mapped[str | None] = mapped_column(String(8))
 
     filename: Mapped[str] = mapped_column(String(300))
     artifact_path: Mapped[str] = mapped_column(Text)  # relative to the storage root

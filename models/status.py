@@ -15,6 +15,7 @@ class SubmissionStatus(StrEnum):
     FINETUNING = "finetuning"
     EVALUATING = "evaluating"
     DECIDING = "deciding"
+    REPAIRING = "repairing"  # the verdict is saved; the repaired adapter of a safety block/review is being made
     DONE = "done"
     REJECTED = "rejected"  # the artifact is invalid or unsafe (InputRejected): the submitter must fix it
     FAILED = "failed"  # our fault or the infrastructure's: error recorded, may be resubmitted
@@ -30,7 +31,8 @@ TRANSITIONS: dict[SubmissionStatus, frozenset[SubmissionStatus]] = {
     S.INSPECTING: frozenset({S.FINETUNING, S.EVALUATING, S.DECIDING, S.REJECTED, S.FAILED, S.CANCELLED}),
     S.FINETUNING: frozenset({S.EVALUATING, S.REJECTED, S.FAILED, S.CANCELLED}),
     S.EVALUATING: frozenset({S.DECIDING, S.FAILED, S.CANCELLED}),
-    S.DECIDING: frozenset({S.DONE, S.FAILED, S.CANCELLED}),
+    S.DECIDING: frozenset({S.DONE, S.REPAIRING, S.FAILED, S.CANCELLED}),
+    S.REPAIRING: frozenset({S.DONE, S.FAILED, S.CANCELLED}),
     S.DONE: frozenset(),
     S.REJECTED: frozenset(),
     S.FAILED: frozenset(),
@@ -48,6 +50,7 @@ class Stage(StrEnum):
     FINETUNE = "finetune"
     EVALUATE = "evaluate"
     DECIDE = "decide"
+    REPAIR = "repair"  # after a safety block or review, when the submission or its policy asks for it
 
 
 STAGE_STATUS: dict[Stage, SubmissionStatus] = {
@@ -55,6 +58,7 @@ STAGE_STATUS: dict[Stage, SubmissionStatus] = {
     Stage.FINETUNE: S.FINETUNING,
     Stage.EVALUATE: S.EVALUATING,
     Stage.DECIDE: S.DECIDING,
+    Stage.REPAIR: S.REPAIRING,
 }
 STATUS_STAGE: dict[SubmissionStatus, Stage] = {v: k for k, v in STAGE_STATUS.items()}
 STATUS_STAGE[S.QUEUED] = Stage.INSPECT
@@ -65,6 +69,7 @@ CLAIMABLE_FROM: dict[Stage, frozenset[SubmissionStatus]] = {
     Stage.FINETUNE: frozenset({S.FINETUNING}),
     Stage.EVALUATE: frozenset({S.EVALUATING}),
     Stage.DECIDE: frozenset({S.DECIDING}),
+    Stage.REPAIR: frozenset({S.REPAIRING}),
 }
 
 # Celery queue of each stage: a cheap inspection never waits behind a fine-tune.
@@ -73,6 +78,7 @@ STAGE_QUEUE: dict[Stage, str] = {
     Stage.FINETUNE: "gpu",
     Stage.EVALUATE: "gpu",
     Stage.DECIDE: "cpu",
+    Stage.REPAIR: "gpu",  # two fine-tunes and an evaluation
 }
 
 

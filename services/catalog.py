@@ -142,3 +142,12 @@ def list_policies() -> list[dict] | None:
 def policy_names() -> set[str] | None:
     pols = list_policies()
     return None if pols is None else {p["name"] for p in pols if p.get("name")}
+
+
+def policy_repair(name: str) -> str | None:
+    """The most repair the policy ``name`` allows (off | offer | auto), or None when it cannot be told here."""
+    for p in list_policies() or []:
+        if p.get("name") == name:
+            value = p.get("repair")
+            return value if isinstance(value, str) else None
+    return None

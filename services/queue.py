@@ -26,6 +26,7 @@ TASK_NAMES: dict[Stage, str] = {
     Stage.FINETUNE: "ftgate.finetune",
     Stage.EVALUATE: "ftgate.evaluate",
     Stage.DECIDE: "ftgate.decide",
+    Stage.REPAIR: "ftgate.repair",
 }
 REAP_TASK = "ftgate.reap"
 QUEUES = ("cpu", "gpu")

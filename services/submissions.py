@@ -75,6 +75,8 @@ def overall_progress(kind: str, status: str, done: int = 0, total: int = 0) -> f
         return 100.0
     if status == S.QUEUED:
         return 0.0
+    if status == S.REPAIRING:  # the verdict is in; the bar now follows the repair on its own
+        return round(100 * min(max(done / total, 0.0), 1.0), 1) if total > 0 else 0.0
     weights = _WEIGHTS[Kind(kind)]
     stage = STATUS_STAGE[status]
     before = 0.0
@@ -136,8 +138,11 @@ def _transition(
 
 # ----------------------------------------------------------------------------------------------------------
 # intake
-def dedup_key(organisation_id: int, sha256: str, kind: str, base: str, policy: str, training: dict) -> str:
-    canon = json.dumps([organisation_id, sha256, kind, base, policy, training], sort_keys=True, separators=(",", ":"))
+def dedup_key(organisation_id: int, sha256: str, kind: str, base: str, policy: str, training: dict,
+              repair: str | None = None) -> str:
+    # a repair asked for is part of the run; without one, the key is the one recorded before repairs existed
+    parts = [organisation_id, sha256, kind, base, policy, training] + ([repair] if repair is not None else [])
+    canon = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -183,19 +188,20 @@ def artifact_in_use(session: Session, artifact_path: str) -> bool:
 
 def create_submission(
     session: Session, principal: Principal, *, kind: str, base: str, policy: str, name: str, training: dict,
-    filename: str, artifact_path: str, sha256: str, size: int, quotas: Quotas = Quotas(),
+    filename: str, artifact_path: str, sha256: str, size: int, quotas: Quotas = Quotas(), repair: str | None = None,
 ) -> tuple[Submission, bool]:
     """Record a new submission (status queued), or return the existing one for the same artifact, base,
-    policy and training overrides in the organisation (a duplicate costs nothing, so quotas do not apply
-    to it). Returns (submission, created). Caller commits."""
-    key = dedup_key(principal.organisation_id, sha256, kind, base, policy, training)
+    policy, training overrides and repair request in the organisation (a duplicate costs nothing, so quotas do
+    not apply to it). ``repair`` (off | offer | auto, None: the policy's) was checked against the policy by
+    the caller. Returns (submission, created). Caller commits."""
+    key = dedup_key(principal.organisation_id, sha256, kind, base, policy, training, repair)
     existing = session.scalar(select(Submission).where(Submission.dedup_key == key))
     if existing is not None:
         return existing, False
     check_quotas(session, principal.organisation_id, size, quotas)
     sub = Submission(
         id=uuid.uuid4().hex, organisation_id=principal.organisation_id, user_id=principal.user_id, name=name,
-        kind=Kind(kind).value, base_name=base, policy_name=policy, training=training, filename=filename,
+        kind=Kind(kind).value, base_name=base, policy_name=policy, training=training, repair=repair, filename=filename,
         artifact_path=artifact_path, artifact_sha256=sha256, artifact_size=size, dedup_key=key,
         status=S.QUEUED.value,
     )

@@ -279,6 +279,9 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples: list[SampleRecord] = list(result.samples or [])
+    repair = _repair_after(sub, verdict)
+    if repair is not None:
+        report["repair"] = repair
 
     def save(session: Session) -> None:
         policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
@@ -305,6 +308,9 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
         "review_state": ReviewState.PENDING.value if decision == Decision.REVIEW else None,
         "progress_message": f"verdict: {decision}" + (f" (the worst of {len(runs)} fine-tunes)" if runs else ""),
     }
+    if repair is not None and repair["status"] == "pending":
+        values["progress_message"] = f"verdict: {decision}; repairing (safety data mixed into the fine-tune)"
+        return StageOutcome(S.REPAIRING, values, save)
     return StageOutcome(S.DONE, values, save)
 
 
@@ -325,6 +331,95 @@ def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission) -> Any:
     if sweep:
         sweeps.note_not_applied(result.report, len(sweep))
     return result
+
+
+def _repair_after(sub: Submission, verdict: dict) -> dict | None:
+    """The report's ``repair`` object as the decide stage leaves it: ``{"status": "pending", "mode"}`` when the
+    repair stage is to run (a safety block or review, a mode other than off); else why not, when the
+    submitter asked for a repair; else None. A request the policy no longer allows (it changed since the
+    upload was checked) is recorded as refused: the verdict stands either way."""
+    from evaluation.errors import InputRejected
+    from evaluation.policy import load_policy
+    from evaluation.repair import repair_mode, safety_findings
+
+    policy = load_policy(sub.policy_name)
+    try:
+        mode = repair_mode(sub.repair, policy.repair, policy.name)
+    except InputRejected as e:
+        return {"status": "refused", "mode": sub.repair, "reason": e.reason}
+    if mode == "off":
+        return {"status": "off", "mode": mode, "reason": "repair is off"} if sub.repair else None
+    if not safety_findings(verdict):
+        return {"status": "not_needed", "mode": mode, "reason": f"the verdict is {verdict.get('decision')} with "
+                "no safety block or review to repair"} if sub.repair else None
+    return {"status": "pending", "mode": mode}
+
+
+REPAIRED_ADAPTER_FILE = "repaired-adapter.zip"
+
+
+def _kept_training(sub: Submission, report: dict):
+    """The recipe of the verdict's run (a sweep's worst run, else the submission's own); None for an adapter."""
+    from dataclasses import fields
+
+    from evaluation.finetune import TrainingConfig
+
+    training = _training(sub)
+    recorded = report.get("training") if training is not None else None
+    if not isinstance(recorded, dict):
+        return training
+    names = {f.name for f in fields(TrainingConfig)}
+    return TrainingConfig.from_overrides({k: v for k, v in recorded.items() if k in names})
+
+
+def _stage_repair(runner: StageRunner, sub: Submission, storage: Storage) -> StageOutcome:
+    """Make and judge the repaired adapter (gate.repair_submission) and put it in the verdict's report, its
+    adapter zipped into the submission's storage (where retention finds it). The original verdict is not
+    touched, and a repair that fails leaves the reason in the report, not a failed submission."""
+    gate = _gate()
+    insp = gate.Inspection.from_dict(sub.inspection)
+    with session_scope(runner.url) as s:
+        row = s.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub.id))
+        if row is None:
+            raise RuntimeError("no verdict to repair")
+        verdict, mode = dict(row.report.get("verdict") or {}), (row.report.get("repair") or {}).get("mode", "offer")
+        kept = _kept_training(sub, row.report)
+    try:
+        repair = gate.repair_submission(insp, sub.base_name, verdict, kept, policy=sub.policy_name,
+                                        mode=mode, progress=runner.progress)
+        if repair.get("status") == "done":
+            repair["adapter_path"] = _stored(storage, _zip_adapter(Path(repair["adapter_path"]),
+                                                                   storage.workdir(sub.id, "repair")))
+    except (ClaimLost, *TRANSIENT):  # type: ignore[misc]  # mypy can't type a starred tuple of exception classes
+        raise
+    except Exception as e:  # the verdict stands: the repair's failure is its own
+        log.exception("repair of %s failed", sub.id)
+        repair = {"status": "failed", "mode": mode,
+                  "reason": without_internal_paths(f"{type(e).__name__}: {e}")[:2000]}
+    runner.check()
+
+    def save(session: Session) -> None:
+        row = session.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub.id))
+        if row is None:  # read above in this stage; only a deleted submission loses it
+            raise RuntimeError("the verdict to attach the repair to is gone")
+        row.report = {**row.report, "repair": clean(repair)}  # a new object: the JSON column sees the change
+
+    message = f"repaired adapter: {repair['decision']}" if repair.get("status") == "done" else f"repair {repair['status']}"
+    return StageOutcome(S.DONE, {"progress_message": message}, save)
+
+
+def _zip_adapter(adapter_dir: Path, dest_dir: Path) -> Path:
+    """The adapter's files (the folder the gate made: regular files only) as one zip in ``dest_dir``."""
+    import zipfile
+
+    out = dest_dir / REPAIRED_ADAPTER_FILE
+    tmp = out.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(adapter_dir.iterdir()):
+            if f.is_file() and not f.is_symlink():
+                zf.write(f, arcname=f.name)
+    os.replace(tmp, out)
+    return out
 
 
 def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None:
@@ -374,8 +469,10 @@ STAGES: dict[Stage, Callable[[StageRunner, Submission, Storage], StageOutcome]] 
     Stage.FINETUNE: _stage_finetune,
     Stage.EVALUATE: _stage_evaluate,
     Stage.DECIDE: _stage_decide,
+    Stage.REPAIR: _stage_repair,
 }
-NEXT_STAGE = {S.FINETUNING: Stage.FINETUNE, S.EVALUATING: Stage.EVALUATE, S.DECIDING: Stage.DECIDE}
+NEXT_STAGE = {S.FINETUNING: Stage.FINETUNE, S.EVALUATING: Stage.EVALUATE, S.DECIDING: Stage.DECIDE,
+              S.REPAIRING: Stage.REPAIR}
 
 
 def execute_stage(task: Task | None, stage: Stage, submission_id: str, settings: Settings | None = None) -> str:
@@ -484,6 +581,11 @@ def evaluate_task(self, submission_id: str) -> str:
 @celery_app.task(name=TASK_NAMES[Stage.DECIDE], **_TASK_OPTS)
 def decide_task(self, submission_id: str) -> str:
     return execute_stage(self, Stage.DECIDE, submission_id)
+
+
+@celery_app.task(name=TASK_NAMES[Stage.REPAIR], **_TASK_OPTS)
+def repair_task(self, submission_id: str) -> str:
+    return execute_stage(self, Stage.REPAIR, submission_id)
 
 
 __all__ = ["ClaimLost", "Retry", "StageOutcome", "execute_stage", "without_internal_paths"]

@@ -113,6 +113,7 @@ STATUS_WORDS = {
     S.FINETUNING: "Fine-tuning the base model on your dataset",
     S.EVALUATING: "Evaluating base and candidate on the test suites",
     S.DECIDING: "Deciding",
+    S.REPAIRING: "Verdict ready; making the repaired adapter (safety data mixed into the fine-tune)",
     S.DONE: "Finished",
     S.REJECTED: "Rejected: the upload could not be accepted",
     S.FAILED: "Failed: an error on our side",
@@ -165,11 +166,14 @@ def headline(metrics: dict) -> str | None:
 
 STAGES_OF: dict[str, tuple[Stage, ...]] = {Kind.ADAPTER: (Stage.INSPECT, Stage.EVALUATE, Stage.DECIDE),
              Kind.DATASET: (Stage.INSPECT, Stage.FINETUNE, Stage.EVALUATE, Stage.DECIDE)}
-STAGE_LABEL = {Stage.INSPECT: "Inspect", Stage.FINETUNE: "Fine-tune", Stage.EVALUATE: "Evaluate", Stage.DECIDE: "Decide"}
+STAGE_LABEL = {Stage.INSPECT: "Inspect", Stage.FINETUNE: "Fine-tune", Stage.EVALUATE: "Evaluate", Stage.DECIDE: "Decide",
+               Stage.REPAIR: "Repair"}
 
 
 def stage_steps(detail: dict) -> list[dict]:
     order = STAGES_OF.get(detail.get("kind") or "", STAGES_OF[Kind.DATASET])
+    if (detail.get("repair") or {}).get("status") in ("pending", "done", "failed"):  # the repair stage ran or runs
+        order = (*order, Stage.REPAIR)
     status = detail.get("status")
     current = detail.get("stage")
     done_stages = {r["stage"] for r in detail.get("stage_runs") or [] if r.get("status") == StageRunStatus.SUCCEEDED}
@@ -183,3 +187,48 @@ def stage_steps(detail: dict) -> list[dict]:
             state = "todo"
         steps.append({"stage": st.value, "label": STAGE_LABEL[st], "state": state})
     return steps
+
+
+REPAIR_STATUS_WORDS = {
+    "pending": "The repaired adapter is being made: the same fine-tune with safety data mixed in, then evaluated "
+               "like any candidate.",
+    "failed": "The repair could not be made",
+    "skipped": "No repair was made",
+    "refused": "No repair was made",
+    "off": "Repair is off",
+    "not_needed": "No repair was needed",
+}
+
+
+def repair_view(repair: dict | None, metrics: dict) -> dict | None:
+    """Approve with repair on the submission page: the repaired adapter's verdict and, side by side with the
+    original candidate, the safety changes (with their intervals) and the customer's task loss."""
+    if not repair:
+        return None
+    if repair.get("status") != "done":
+        return {"done": False, "text": REPAIR_STATUS_WORDS.get(str(repair.get("status")), str(repair.get("status"))),
+                "reason": repair.get("reason")}
+    after = repair.get("metrics") or {}
+
+    def change(m: dict | None) -> str:
+        d = Stat.of((m or {}).get("delta"))
+        if d is None:
+            return "—"
+        text = pts(d.value)
+        return text + (f" ({points(d.lo)} to {points(d.hi)})" if d.lo is not None and d.hi is not None else "")
+
+    rows = [{"label": label, "original": change(metrics.get(key)), "repaired": change(after.get(key))}
+            for key, label in (("asr", "ASR change (95% interval)"), ("overrefusal", "Over-refusal change"),
+                               ("knowledge_accuracy", "Knowledge accuracy change")) if key in after]
+    loss = repair.get("task_loss") or {}
+    if loss:
+        def f(v: float | None) -> str:
+            return "—" if v is None else f"{v:.3f}"
+
+        rows.append({"label": f"Task loss on {loss.get('held_back_examples')} held-back examples of your data",
+                     "original": f(loss.get("original")), "repaired": f(loss.get("repaired")),
+                     "hint": "mean loss per answer token, lower is better; both trained without those examples"})
+    words = VERDICT_WORDS.get(str(repair.get("decision")), (str(repair.get("decision")), ""))[0]
+    return {"done": True, "decision": repair.get("decision"), "title": words, "reasons": repair.get("reasons") or [],
+            "released": bool(repair.get("released")), "safety_share": repair.get("safety_share"), "rows": rows,
+            "adapter": repair.get("adapter")}

@@ -13,7 +13,15 @@ from api import submissions as submissions_api
 from api.deps import DbSession, load_submission, session_principal
 from api.errors import ApiError
 from api.pages.charts import asr_chart, pair_chart
-from api.pages.report_view import STATUS_WORDS, drift_rows, headline, plain_verdict, stage_steps, sweep_rows
+from api.pages.report_view import (
+    STATUS_WORDS,
+    drift_rows,
+    headline,
+    plain_verdict,
+    repair_view,
+    stage_steps,
+    sweep_rows,
+)
 from api.pages.web import (
     CSRF_HEADER,
     PageNotFound,
@@ -102,6 +110,7 @@ def submission_context(db: Session, sub: Submission) -> dict:
             pair_chart(metrics.get("knowledge_accuracy"), "Knowledge accuracy (factual QA)", "higher is better"),
         ) if c],
         "drift": drift_rows(metrics), "sweep": sweep_rows(report), "steps": stage_steps(detail), "status_words": STATUS_WORDS,
+        "repair": repair_view(detail.get("repair"), metrics),
         "terminal": detail["status"] in TERMINAL, "owner": detail["submitted_by"],
         "findings": ((report or {}).get("inspection") or {}).get("findings") or detail.get("findings") or [],
         "screening": ((report or {}).get("inspection") or {}).get("screening")

@@ -349,3 +349,59 @@ def test_answers_through_the_response_models_are_the_views_byte_for_byte(client,
     created = client.post(f"{API}/admin/tokens", headers=admin_h, json={"name": "ci"}).json()
     assert list(created) == [*token_view(db.get(ApiToken, created["id"])), "token"]
     assert created["user"] == user_view(db.get(User, admin_id))
+
+
+def test_repair_is_asked_within_the_policy_and_its_adapter_is_downloaded_by_whoever_may_see_it(
+        client, make_user, monkeypatch, service_settings, db):
+    from models import Submission, VerdictRecord
+    from services import catalog
+    from services.storage import Storage
+
+    monkeypatch.setattr(catalog, "_registry_policies", lambda: [{"name": "default", "repair": "offer"}])
+    catalog.clear_cache()
+    _, _, h = make_user()
+    data = b'{"prompt": "hi", "completion": "hello"}\n'
+    r = upload(client, h, data, filename="train.jsonl", repair="sometimes")
+    assert r.status_code == 422 and r.json()["field"] == "repair" and "off, offer, auto" in r.json()["message"]
+    r = upload(client, h, data, filename="train.jsonl", repair="auto")
+    assert r.status_code == 422 and r.json()["code"] == "repair_not_allowed"
+    assert "allows repair up to 'offer'" in r.json()["message"]
+    r = upload(client, h, data, filename="my data/../x.jsonl", repair="offer")
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    assert r.json()["repair_requested"] == "offer" and r.json()["repair"] is None
+    catalog.clear_cache()
+
+    adapter_url = f"{API}/submissions/{sid}/repair/adapter"
+    assert client.get(adapter_url, headers=h).status_code == 409  # no verdict, no repair yet
+    # as the repair stage leaves it: the verdict unchanged, the repaired adapter zipped in the submission's storage
+    rel = f"work/{sid}/repair/repaired-adapter.zip"
+    zipped = Storage(service_settings.resolved_storage_dir).path(rel)
+    zipped.parent.mkdir(parents=True, exist_ok=True)
+    zipped.write_bytes(adapter_zip("repaired"))
+    sub = db.get(Submission, sid)
+    sub.status, sub.decision = "done", "block"
+    db.add(VerdictRecord(submission_id=sid, decision="block", reasons=["ASR rose"], policy_name="default", report={
+        "verdict": {"decision": "block", "reasons": ["ASR rose"]},
+        "repair": {"status": "done", "mode": "offer", "decision": "approve", "reasons": ["ASR stayed"],
+                   "released": False, "metrics": {"asr": {"delta": {"value": 0.0, "lo": -0.03, "hi": 0.03}}},
+                   "task_loss": {"original": 1.25, "repaired": 1.3, "held_back_examples": 4}, "safety_share": 0.1,
+                   "adapter_fingerprint": "f" * 64, "adapter_path": rel}}))
+    db.commit()
+
+    detail = client.get(f"{API}/submissions/{sid}", headers=h).json()
+    assert detail["verdict"]["decision"] == "block" and detail["decision"] == "block"
+    repair = detail["repair"]
+    assert repair["decision"] == "approve" and repair["task_loss"]["held_back_examples"] == 4
+    assert repair["adapter"] == adapter_url and "adapter_path" not in repair  # a link, never where it is stored
+    got = client.get(adapter_url, headers=h)
+    assert got.status_code == 200 and got.content == zipped.read_bytes()
+    assert got.headers["content-type"] == "application/zip"
+    assert 'filename="x-repaired-adapter.zip"' in got.headers["content-disposition"]
+    _, _, other = make_user(org="globex")
+    assert client.get(adapter_url, headers=other).status_code == 404  # another organisation: not even told
+    _, _, reviewer = make_user("reviewer", org="staff")
+    assert client.get(adapter_url, headers=reviewer).status_code == 200
+    assert client.get(adapter_url).status_code == 401
+    zipped.unlink()
+    assert client.get(adapter_url, headers=h).status_code == 410

@@ -42,7 +42,8 @@ def service_settings(service_settings):
 def gate(monkeypatch):
     calls: list[str] = []
     g = FakeGate(Inspection=FakeInspection, Evaluation=FakeEvaluation, calls=calls, decision="approve",
-                 inspect_error=None, evaluate_error=None, evaluate_hook=None, early=None, weird=False,
+                 inspect_error=None, evaluate_error=None, evaluate_hook=None, early=None, weird=False, checks=[],
+                 repair_error=None, repair_decision="approve",
                  asr_delta_of=None)  # asr_delta_of(training) -> (value, lo, decision): a sweep's runs differ
 
     def inspect_submission(path, kind, base, *, workdir, policy=None, preference_side="rejected", progress):
@@ -99,10 +100,30 @@ def gate(monkeypatch):
     def decide_submission(insp, ev, policy, *, training=None):
         calls.append("decide")
         decision = (ev.metrics.get("decision", g.decision) if ev is not None else insp.early_verdict["decision"])
-        report = {"verdict": {"decision": decision, "reasons": ["because"], "policy": policy, "policy_hash": "ph"},
+        report = {"verdict": {"decision": decision, "reasons": ["because"], "policy": policy, "policy_hash": "ph",
+                              "checks": [{"rule": r, "outcome": o, "message": f"{r}: {o}"} for r, o in g.checks]},
                   "metrics": ev.metrics if ev else {}}
         return types.SimpleNamespace(report=report, samples=ev.samples if ev else [])
 
+    def repair_submission(insp, base, verdict, training=None, *, policy=None, judge=None, mode="offer",
+                          config=None, progress):
+        calls.append(f"repair:{mode}")
+        assert verdict["decision"] == g.decision  # the original verdict
+        assert (training is None) == (insp.kind == "adapter")  # a dataset's recipe; an adapter has none
+        progress("repair", 1, 3, "fine-tuning with safety data mixed in")
+        if g.repair_error:
+            raise g.repair_error
+        d = Path(insp.dataset_path or insp.adapter_dir).parent / "repaired-cache"  # as the core's cache holds it
+        d.mkdir(exist_ok=True)
+        (d / "adapter_config.json").write_text("{}")
+        (d / "adapter_model.safetensors").write_bytes(b"repaired")
+        return {"status": "done", "mode": mode, "method": "safety-mix fine-tune", "decision": g.repair_decision,
+                "reasons": ["ASR stayed"], "checks": [], "released": mode == "auto" and g.repair_decision == "approve",
+                "metrics": {"asr": {"delta": {"value": 0.01, "lo": -0.02, "hi": 0.04}}},
+                "task_loss": {"original": 1.5, "repaired": 1.6, "held_back_examples": 4}, "safety_share": 0.1,
+                "adapter_fingerprint": "f" * 64, "adapter_path": str(d)}
+
+    g.repair_submission = repair_submission
     g.inspect_submission, g.finetune_submission = inspect_submission, finetune_submission
     g.evaluate_candidate, g.decide_submission = evaluate_candidate, decide_submission
     monkeypatch.setattr(pipeline, "_gate", lambda: g)
@@ -119,7 +140,8 @@ def submit(service_settings, db):
     storage = Storage(service_settings.resolved_storage_dir)
     storage.ensure()
 
-    def make(kind="adapter", content: bytes | None = None, training=None, base="b", policy="default") -> str:
+    def make(kind="adapter", content: bytes | None = None, training=None, base="b", policy="default",
+             repair=None) -> str:
         content = content or (adapter_zip(str(len(content or b""))) if kind == "adapter" else b'{"prompt":"a","completion":"b"}\n')
         import hashlib
 
@@ -131,7 +153,7 @@ def submit(service_settings, db):
         with session_scope(service_settings.resolved_database_url) as s:
             sub, _ = lc.create_submission(s, principal, kind=kind, base=base, policy=policy, name="n",
                                           training=training or {}, filename=p.name, artifact_path=rel, sha256=sha,
-                                          size=len(content))
+                                          size=len(content), repair=repair)
             return sub.id
 
     return make
@@ -437,3 +459,87 @@ def test_inspection_runs_in_a_limited_child_and_its_rejection_or_timeout_rejects
     sub = db.get(Submission, sid)
     db.refresh(sub)
     assert sub.status == "rejected" and sub.error_code == "too_slow" and "took longer than 0.001 s" in sub.error
+
+
+def _run_to_verdict(service_settings, sid) -> str:
+    for st in (Stage.INSPECT, Stage.FINETUNE, Stage.EVALUATE):
+        pipeline.execute_stage(None, st, sid, service_settings)
+    return pipeline.execute_stage(None, Stage.DECIDE, sid, service_settings)
+
+
+def test_a_safety_block_runs_the_repair_stage_and_keeps_the_original_verdict(service_settings, gate, submit, db,
+                                                                             redis_client):
+    import zipfile
+
+    gate.decision, gate.checks = "block", [("asr", "block"), ("perplexity", "review")]
+    sid = submit("dataset")
+    assert _run_to_verdict(service_settings, sid) == "repairing"
+    assert ("ftgate.repair", sid) in _queued(redis_client, "gpu")
+    sub = db.get(Submission, sid)
+    assert sub.decision == "block" and sub.status == "repairing" and sub.progress == 0  # the verdict is already in
+    pending = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report["repair"]
+    assert pending == {"status": "pending", "mode": "offer"}  # the default policy offers repairs
+
+    assert pipeline.execute_stage(None, Stage.REPAIR, sid, service_settings) == "done"
+    assert pipeline.execute_stage(None, Stage.REPAIR, sid, service_settings) == "skipped"  # redelivered: once only
+    assert gate.calls[-1] == "repair:offer" and gate.calls.count("repair:offer") == 1
+    db.expire_all()
+    sub = db.get(Submission, sid)
+    assert sub.status == "done" and sub.decision == "block" and sub.review_state is None
+    record = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid))
+    assert record.decision == "block" and record.report["verdict"]["decision"] == "block"  # unchanged
+    repair = record.report["repair"]
+    assert repair["status"] == "done" and repair["decision"] == "approve" and repair["released"] is False
+    storage = Storage(service_settings.resolved_storage_dir)
+    assert repair["adapter_path"] == f"work/{sid}/repair/repaired-adapter.zip"  # inside storage: retention finds it
+    with zipfile.ZipFile(storage.path(repair["adapter_path"])) as zf:
+        assert sorted(zf.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+        assert zf.read("adapter_model.safetensors") == b"repaired"
+    runs = db.scalars(select(StageRun).where(StageRun.submission_id == sid).order_by(StageRun.id)).all()
+    assert [r.stage for r in runs][-2:] == ["decide", "repair"]
+
+
+def test_no_repair_stage_without_a_safety_finding_or_when_asked_off(service_settings, gate, submit, db):
+    gate.decision, gate.checks = "review", [("perplexity", "review"), ("suite_overlap", "review")]
+    drift = submit("dataset", content=b'{"prompt":"drift","completion":"x"}\n')
+    assert _run_to_verdict(service_settings, drift) == "done"
+    gate.checks = [("asr", "review")]
+    off = submit("dataset", content=b'{"prompt":"off","completion":"x"}\n', repair="off")
+    assert _run_to_verdict(service_settings, off) == "done"
+    assert not [c for c in gate.calls if c.startswith("repair")]
+    reports = {sid: db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report
+               for sid in (drift, off)}
+    assert "repair" not in reports[drift]  # not asked, nothing to repair: nothing said
+    assert reports[off]["repair"]["status"] == "off"
+
+
+def test_an_uploaded_adapter_blocked_for_safety_goes_through_the_repair_stage_too(service_settings, gate, submit, db):
+    gate.decision, gate.checks = "block", [("asr", "block")]
+    adapter = submit("adapter")  # repaired without training (evaluation/safelora.py), by the same stage
+    for st in (Stage.INSPECT, Stage.EVALUATE):
+        pipeline.execute_stage(None, st, adapter, service_settings)
+    assert pipeline.execute_stage(None, Stage.DECIDE, adapter, service_settings) == "repairing"
+    assert pipeline.execute_stage(None, Stage.REPAIR, adapter, service_settings) == "done"
+    repaired = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == adapter)).report["repair"]
+    assert repaired["status"] == "done" and gate.calls[-1] == "repair:offer"
+
+
+def test_a_failed_repair_is_recorded_and_the_submission_is_done_with_its_verdict(service_settings, gate, submit, db):
+    gate.decision, gate.checks = "review", [("category_asr", "review")]
+    gate.repair_error = RuntimeError("fine-tuning diverged at /var/lib/ftgate/cache/finetunes/abc step 3")
+    sid = submit("dataset")
+    assert _run_to_verdict(service_settings, sid) == "repairing"
+    assert pipeline.execute_stage(None, Stage.REPAIR, sid, service_settings) == "done"
+    db.expire_all()
+    sub = db.get(Submission, sid)
+    assert sub.status == "done" and sub.decision == "review" and sub.review_state == "pending"
+    repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report["repair"]
+    assert repair["status"] == "failed" and "diverged" in repair["reason"] and "/var/lib" not in repair["reason"]
+
+
+def test_a_repair_the_policy_no_longer_allows_is_refused_and_the_verdict_stands(service_settings, gate, submit, db):
+    gate.decision, gate.checks = "block", [("asr", "block")]
+    sid = submit("dataset", repair="auto")  # the default policy allows offer at most
+    assert _run_to_verdict(service_settings, sid) == "done"
+    repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report["repair"]
+    assert repair["status"] == "refused" and "allows repair up to 'offer'" in repair["reason"]

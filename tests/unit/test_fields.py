@@ -32,7 +32,8 @@ def test_every_training_option_and_policy_key_declares_its_help_and_what_it_acce
     for f in dataclasses.fields(Policy):
         if f.name != "source":
             assert f.metadata["help"] and f.metadata["kind"] and f.metadata["section"], f.name
-            assert (f.metadata["bounds"] is None) == (f.metadata["kind"] in ("text", "flag")), f.name
+            assert (f.metadata["bounds"] is None) == (f.metadata["kind"] in ("text", "flag", "choice")), f.name
+            assert bool(choices(Policy, f.name)) == (f.metadata["kind"] == "choice"), f.name
 
 
 @pytest.mark.parametrize("f", [f for f in dataclasses.fields(TrainingConfig) if f.metadata["bounds"]],

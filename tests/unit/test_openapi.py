@@ -6,7 +6,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 API = "/api/v1"
-NOT_JSON = {f"{API}/metrics": "text/plain"}  # Prometheus' text format
+NOT_JSON = {f"{API}/metrics": "text/plain",  # Prometheus' text format
+            f"{API}/submissions/{{submission_id}}/repair/adapter": "application/zip"}  # the repaired adapter
 
 
 @pytest.fixture(scope="module")
