@@ -121,6 +121,7 @@ def user_view(u: User) -> dict:
 
 
 def token_view(t: ApiToken) -> dict:
-    return {"id": t.id, "name": t.name, "prefix": t.prefix, "user": t.user.email if t.user else None,
-            "role": t.user.role if t.user else None, "created_at": iso(t.created_at),
-            "last_used_at": iso(t.last_used_at), "expires_at": iso(t.expires_at), "revoked_at": iso(t.revoked_at)}
+    # in the order of api/schemas.py's TokenOut (its shared fields, then the owner), so both send the same bytes
+    return {"id": t.id, "name": t.name, "prefix": t.prefix, "role": t.user.role if t.user else None,
+            "created_at": iso(t.created_at), "last_used_at": iso(t.last_used_at), "expires_at": iso(t.expires_at),
+            "revoked_at": iso(t.revoked_at), "user": t.user.email if t.user else None}
