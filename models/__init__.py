@@ -1,4 +1,9 @@
-"""SQLAlchemy 2.0 ORM models of the ftgate service (no other layer of the project is imported here)."""
+"""SQLAlchemy 2.0 ORM models of the ftgate service: the tables (entities.py), the base class and UTC times
+(base.py), and the statuses, re-exported from ftgate/status.py (status.py).
+
+Imports SQLAlchemy and ftgate.status (standard library only); no other layer of the project. Start with
+entities.py: ``Submission`` and what hangs off it. Migrations of these tables: migrations/.
+"""
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
