@@ -389,7 +389,7 @@ def test_settings_policies_dir(tmp_path, monkeypatch):
 
 
 def test_the_gates_verdict_vocabulary_is_the_services():
-    from models.status import Decision as ServiceDecision
+    from ftgate.status import Decision as ServiceDecision
 
     assert {d.name: d.value for d in Decision} == {d.name: d.value for d in ServiceDecision}
 
