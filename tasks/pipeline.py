@@ -286,12 +286,13 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples: list[SampleRecord] = list(result.samples or [])
-    repair = _repair_after(sub, verdict)
+    repair = _repair_after(sub, verdict, runner.settings.runtime())
     if repair is not None:
         report["repair"] = repair
 
     def save(session: Session) -> None:
-        policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
+        policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"),
+                                     runner.settings.runtime())
         session.add(
             VerdictRecord(
                 submission_id=sub.id, decision=decision, reasons=list(verdict.get("reasons") or []),
@@ -341,7 +342,7 @@ def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission, runtime
     return result
 
 
-def _repair_after(sub: Submission, verdict: dict) -> dict | None:
+def _repair_after(sub: Submission, verdict: dict, runtime: Runtime) -> dict | None:
     """The report's ``repair`` object as the decide stage leaves it: ``{"status": "pending", "mode"}`` when the
     repair stage is to run (a safety block or review, a mode other than off); else why not, when the
     submitter asked for a repair; else None. A request the policy no longer allows (it changed since the
@@ -350,7 +351,7 @@ def _repair_after(sub: Submission, verdict: dict) -> dict | None:
     from evaluation.policy import load_policy
     from evaluation.repair import repair_mode, safety_findings
 
-    policy = load_policy(sub.policy_name)
+    policy = load_policy(sub.policy_name, runtime=runtime)
     try:
         mode = repair_mode(sub.repair, policy.repair, policy.name)
     except InputRejected as e:
@@ -394,7 +395,7 @@ def _stage_repair(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
         kept = _kept_training(sub, row.report)
     try:
         repair = gate.repair_submission(insp, sub.base_name, verdict, kept, policy=sub.policy_name,
-                                        mode=mode, progress=runner.progress)
+                                        mode=mode, progress=runner.progress, runtime=runner.settings.runtime())
         if repair.get("status") == "done":
             repair["adapter_path"] = _stored(storage, _zip_adapter(Path(repair["adapter_path"]),
                                                                    storage.workdir(sub.id, "repair")))
@@ -430,7 +431,7 @@ def _zip_adapter(adapter_dir: Path, dest_dir: Path) -> Path:
     return out
 
 
-def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None:
+def _policy_snapshot(session, name: str, content_hash: str | None, runtime: Runtime) -> int | None:
     """The policy a verdict used, stored once per (name, content hash)."""
     if not content_hash:
         return None
@@ -440,7 +441,7 @@ def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None
             from evaluation.policy import load_policy
             from services.catalog import jsonable
 
-            body = jsonable(load_policy(name))
+            body = jsonable(load_policy(name, runtime=runtime))
         except Exception:
             body = {}
         try:

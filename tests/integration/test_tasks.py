@@ -211,17 +211,14 @@ def test_dataset_is_finetuned_with_overrides_and_review_is_pending(service_setti
 
 
 @pytest.fixture
-def sweep_policy(tmp_path, monkeypatch):
-    """An operator policy 'two-runs' whose sweep fine-tunes every dataset twice."""
-    from ftgate.settings import get_settings
-
+def sweep_policy(service_settings, tmp_path):
+    """An operator policy 'two-runs' whose sweep fine-tunes every dataset twice, in the policy folder of this
+    test's service settings (the worker hands them to the core with every stage)."""
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "two-runs.toml").write_text("sweep = [{lr = 2e-4, steps = 50}, {lr = 5e-4, steps = 300}]\n")
-    monkeypatch.setenv("FTGATE_POLICIES_DIR", str(folder))
-    get_settings.cache_clear()
-    yield "two-runs"
-    get_settings.cache_clear()
+    service_settings.policies_dir = folder  # this test's copy (function-scoped)
+    return "two-runs"
 
 
 def test_a_policy_sweep_fine_tunes_and_evaluates_every_run_and_keeps_the_worst(
