@@ -179,9 +179,10 @@ class Settings(BaseSettings):
     @field_validator("db_pool_size", "db_max_overflow")
     @classmethod
     def _pool_in_range(cls, v: int, info: ValidationInfo) -> int:
-        low, high = POOL_SIZE_RANGE if info.field_name == "db_pool_size" else MAX_OVERFLOW_RANGE
+        name = str(info.field_name)
+        low, high = POOL_SIZE_RANGE if name == "db_pool_size" else MAX_OVERFLOW_RANGE
         if not low <= v <= high:
-            raise ValueError(f"FTGATE_{info.field_name.upper()} must be from {low} to {high}, not {v}")
+            raise ValueError(f"FTGATE_{name.upper()} must be from {low} to {high}, not {v}")
         return v
 
     def runtime(self) -> Runtime:

@@ -120,8 +120,7 @@ class LlamaGuardJudge(Judge):
             device = _setting("device")
             dtype = torch.float32 if _setting("dtype") == "float32" else torch.bfloat16
             model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=dtype)
-            # transformers' wrapper of Module.to is typed as if the model were its first argument
-            model.to(device).eval()  # type: ignore[arg-type]
+            model.to(device).eval()
             self._tokenizer, self._model = tok, model
 
     def build_prompt(self, request: str, response: str) -> str:
