@@ -19,6 +19,7 @@ import httpx
 
 from ftgate.cli import EXIT, render_repair  # shared with `ftgate check`: exit codes, the repair's lines
 from ftgate.status import TERMINAL, Decision, SubmissionStatus
+
 API = "/api/v1"
 
 

@@ -114,7 +114,8 @@ def gate(monkeypatch):
         return types.SimpleNamespace(report=report, samples=ev.samples if ev else [])
 
     def repair_submission(insp, base, verdict, training=None, *, policy=None, judge=None, mode="offer",
-                          config=None, progress):
+                          config=None, progress, runtime):
+        assert isinstance(runtime, Runtime)
         calls.append(f"repair:{mode}")
         assert verdict["decision"] == g.decision  # the original verdict
         assert (training is None) == (insp.kind == "adapter")  # a dataset's recipe; an adapter has none
