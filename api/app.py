@@ -14,8 +14,9 @@ from starlette.middleware.sessions import SessionMiddleware
 from api import account, admin, catalog, health, submissions
 from api.errors import install_error_handlers
 from api.schemas import ERROR_RESPONSES
+from evaluation.runtime import use_runtime
 from ftgate.settings import Settings, get_settings
-from services.db import session_factory
+from services.db import configure_pool, session_factory
 from services.queue import make_celery, send_stage
 from services.storage import Storage
 from services.upload_limits import UploadLimiter
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_docs(app)
     app.state.settings = settings
+    # The catalog routes list the core's registries (bases, policies): they read the process runtime.
+    use_runtime(settings.runtime())
+    configure_pool(settings.resolved_database_url, settings.db_pool_size, settings.db_max_overflow)
     app.state.sessionmaker = session_factory(settings.resolved_database_url)
     app.state.storage = Storage(settings.resolved_storage_dir, min_free_bytes=settings.min_free_bytes)
     app.state.storage.ensure()

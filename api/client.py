@@ -18,8 +18,8 @@ from xml.etree import ElementTree as ET
 import httpx
 
 from ftgate.cli import EXIT, render_repair  # shared with `ftgate check`: exit codes, the repair's lines
+from ftgate.status import TERMINAL, Decision, SubmissionStatus
 
-TERMINAL = {"done", "rejected", "failed", "cancelled"}
 API = "/api/v1"
 
 
@@ -60,7 +60,8 @@ def _retry_after(r: httpx.Response) -> float | None:
 
 def _verdict_known(sub: dict) -> bool:
     """Done, or decided and now only making a repaired adapter nobody asked for (the policy's own setting)."""
-    return sub.get("status") == "done" or (sub.get("status") == "repairing" and not sub.get("repair_requested"))
+    status = sub.get("status")
+    return status == SubmissionStatus.DONE or (status == SubmissionStatus.REPAIRING and not sub.get("repair_requested"))
 
 
 def exit_code_of(sub: dict) -> int:
@@ -70,7 +71,7 @@ def exit_code_of(sub: dict) -> int:
         # auto: the repaired adapter is released when its own verdict approves, so the exit code is its verdict
         decision = repair.get("decision") if repair.get("released") else sub.get("decision")
         return EXIT.get(decision or "", EXIT["error"])
-    if status == "rejected":
+    if status == SubmissionStatus.REJECTED:
         return EXIT["rejected"]
     return EXIT["error"]
 
@@ -80,19 +81,19 @@ def write_junit(path: Path, sub: dict, report: dict | None, elapsed: float) -> N
     suite = ET.Element("testsuite", name="ftgate", tests="1", time=f"{elapsed:.1f}")
     case = ET.SubElement(suite, "testcase", classname=f"ftgate.{sub.get('kind', 'artifact')}", name=str(name),
                          time=f"{elapsed:.1f}")
-    status, decision = ("done" if _verdict_known(sub) else sub.get("status")), sub.get("decision")
+    status, decision = (SubmissionStatus.DONE if _verdict_known(sub) else sub.get("status")), sub.get("decision")
     reasons = (report or {}).get("verdict", {}).get("reasons") or (sub.get("verdict") or {}).get("reasons") or []
     text = "\n".join(str(r) for r in reasons)
     url_line = f"submission {sub.get('id')} ({sub.get('links', {}).get('self', '')})"
     failures = 0
     errors = 0
-    if status == "done" and decision == "block":
+    if status == SubmissionStatus.DONE and decision == Decision.BLOCK:
         ET.SubElement(case, "failure", type="block", message="ftgate blocked this release").text = text
         failures = 1
-    elif status == "done" and decision == "review":
+    elif status == SubmissionStatus.DONE and decision == Decision.REVIEW:
         ET.SubElement(case, "failure", type="review", message="ftgate needs a human review").text = text
         failures = 1
-    elif status != "done" or decision != "approve":
+    elif status != SubmissionStatus.DONE or decision != Decision.APPROVE:
         err = sub.get("error") or {}
         ET.SubElement(case, "error", type=str(status), message=str(err.get("message") or status)).text = url_line
         errors = 1
@@ -199,9 +200,9 @@ def _print_result(sub: dict, report: dict | None, wait: bool, output: str, out: 
         for line in render_repair((report or {}).get("repair"), (report or {}).get("metrics") or {},
                                   adapter_location=(sub.get("repair") or {}).get("adapter")):
             print(line, file=out)
-    elif status == "rejected":
+    elif status == SubmissionStatus.REJECTED:
         print(f"rejected: {(sub.get('error') or {}).get('message')}", file=out)
-    elif status in ("failed", "cancelled"):
+    elif status in (SubmissionStatus.FAILED, SubmissionStatus.CANCELLED):
         print(f"{status}: {(sub.get('error') or {}).get('message') or sub.get('progress', {}).get('message')}", file=out)
     else:
         print(f"{sub.get('id')} {status}" + ("" if wait else "  (use --wait to follow it to its verdict)"), file=out)

@@ -162,7 +162,11 @@ def serve(args: argparse.Namespace, companion: Callable[[Serving], None] | None 
     from ftgate.settings import InsecureSecretKey, get_settings
 
     get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as e:  # pydantic's ValidationError: it names the setting and what is wrong with it
+        print(f"ftgate serve: refusing to start: invalid settings: {e}", file=sys.stderr)
+        return 2
     os.environ["FTGATE_DATA_DIR"] = str(settings.data_dir.resolve())  # the worker sees the same paths
     # Everything serve and its worker write (SQLite file, uploads, broker messages, keys) is for this user
     # only: files 600, directories 700, and the data dir itself 700 also when an older version made it.

@@ -42,20 +42,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ["FTGATE_CACHE_CANDIDATE_RESULTS"] = "false"  # the timed candidate is generated, never read back
 SAMPLE = ROOT / "examples" / "benign.jsonl"
 
 
-def gate_check(path: Path, kind: str, *, retrain: bool) -> dict:
+def gate_check(path: Path, kind: str, runtime, *, retrain: bool) -> dict:
     """One ``run_check``, timed; with ``retrain`` the fine-tunes it creates are removed afterwards, so the
     next run trains again."""
     from evaluation.gate import run_check
-    from ftgate.settings import get_settings
 
-    finetunes = get_settings().cache_dir / "finetunes"
+    finetunes = runtime.cache_dir / "finetunes"
     before = set(finetunes.iterdir()) if finetunes.exists() else set()
     t0 = time.perf_counter()
-    result = run_check(path, kind=kind)
+    result = run_check(path, kind=kind, runtime=runtime)
     seconds = time.perf_counter() - t0
     if retrain and finetunes.exists():
         for new in set(finetunes.iterdir()) - before:
@@ -78,7 +76,7 @@ def subset(suites: dict, fraction: float, seed: int = 0) -> dict:
     return out
 
 
-def naive_evaluation(base_name: str, adapter: Path, fraction: float) -> dict[str, float]:
+def naive_evaluation(base_name: str, adapter: Path, fraction: float, runtime) -> dict[str, float]:
     """The naive evaluation stages, timed: base and candidate generated prompt by prompt in fp32, knowledge
     drift teacher-forced one question at a time. Seconds scaled by 1 / fraction."""
     import torch
@@ -88,14 +86,13 @@ def naive_evaluation(base_name: str, adapter: Path, fraction: float) -> dict[str
     from evaluation.gate import default_decoding, default_suites
     from evaluation.judges import get_judge
     from evaluation.scoring import run_model_on_suites, teacher_forced_knowledge
-    from ftgate.settings import get_settings
 
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = load_base(base_name)
-    judge = get_judge(get_settings().default_judge)
+    base = load_base(base_name, runtime=runtime)
+    judge = get_judge(runtime.default_judge)
     suites = subset(default_suites(), fraction)
-    one_at_a_time = dataclasses.replace(default_decoding(), batch_size=1)
+    one_at_a_time = dataclasses.replace(default_decoding(runtime), batch_size=1)
     stages["load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     run_model_on_suites(base.model, base.tokenizer, suites, judge, one_at_a_time, who="base")
@@ -114,6 +111,7 @@ def main() -> int:
     import torch
 
     from evaluation.gate import finetune_dataset
+    from evaluation.runtime import use_runtime
     from ftgate.settings import get_settings
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,22 +122,26 @@ def main() -> int:
     args = p.parse_args()
     if not 0 < args.naive_fraction <= 1:
         p.error("--naive-fraction must be in (0, 1]")
-    base_name = get_settings().default_base
+    # The bench's edge: settings read once and handed to the core; the timed candidate is generated, never
+    # read back from the results cache.
+    runtime = dataclasses.replace(get_settings().runtime(), cache_candidate_results=False)
+    use_runtime(runtime)
+    base_name = runtime.default_base
 
     with tempfile.TemporaryDirectory(prefix="ftgate-bench-") as tmp:
         # The uploaded adapter: the benign sample fine-tuned once, copied out of the fine-tune cache so the
         # dataset runs below can remove their own fine-tune without touching it.
         adapter = Path(tmp) / "adapter"
-        shutil.copytree(finetune_dataset(SAMPLE, base_name), adapter)
+        shutil.copytree(finetune_dataset(SAMPLE, base_name, runtime=runtime), adapter)
         results: dict[str, dict] = {}
         for n, kind in enumerate(args.kinds):
             path = adapter if kind == "adapter" else SAMPLE
             if n == 0:  # warm-up, once: libraries, the base's outputs, the control (one serves both kinds)
-                gate_check(path, kind, retrain=True)
-            gate = gate_check(path, kind, retrain=True)
+                gate_check(path, kind, runtime, retrain=True)
+            gate = gate_check(path, kind, runtime, retrain=True)
             results[kind] = {"gate": gate}
             print(f"{kind}: gate {gate['timings']}", flush=True)
-        naive_eval = naive_evaluation(base_name, adapter, args.naive_fraction)
+        naive_eval = naive_evaluation(base_name, adapter, args.naive_fraction, runtime)
         print(f"naive evaluation stages: {naive_eval}", flush=True)
 
     # The fine-tune of the default recipe, as the dataset's timed run measured it (the naive control trains

@@ -29,35 +29,38 @@ def main() -> int:
     from evaluation.gate import default_decoding, default_suites, eval_copy, finetune_dataset
     from evaluation.generation import generate
     from evaluation.judges import get_judge
+    from evaluation.runtime import use_runtime
     from evaluation.scoring import ResultsCache, run_model_on_suites, teacher_forced_knowledge
     from ftgate.settings import get_settings
 
+    runtime = get_settings().runtime()  # the bench's edge: settings read once, passed to the core
+    use_runtime(runtime)
     p = argparse.ArgumentParser()
     p.add_argument("--per-suite", type=int, default=24, help="prompts taken from each suite")
-    p.add_argument("--base", default=get_settings().default_base)
+    p.add_argument("--base", default=runtime.default_base)
     p.add_argument("--adapter", help="adapter dir (default: the benign sample, fine-tuned and cached)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="default: the gate's own (FTGATE_MAX_NEW_TOKENS, 48)")
     args = p.parse_args()
 
-    base = load_base(args.base)
+    base = load_base(args.base, runtime=runtime)
     adapter = Path(args.adapter) if args.adapter else finetune_dataset(
-        Path(__file__).resolve().parent.parent / "examples" / "benign.jsonl", args.base)
+        Path(__file__).resolve().parent.parent / "examples" / "benign.jsonl", args.base, runtime=runtime)
     suites = {k: dataclasses.replace(s, items=s.items[: args.per_suite]) for k, s in default_suites().items()}
     for s in suites.values():  # the cache key must see the subset, not the full suite
         object.__setattr__(s, "hash", f"{s.hash}-first{args.per_suite}")
-    judge = get_judge(get_settings().default_judge)
+    judge = get_judge(runtime.default_judge)
     # The gate's own decoding config, so the bench times what a check runs.
     # The second answer window is off: the baseline below reads one window, and like must be timed with like
     # (bench/preamble_window.py times the second window on its own).
-    decoding = dataclasses.replace(default_decoding(), extended_max_new_tokens=0)
+    decoding = dataclasses.replace(default_decoding(runtime), extended_max_new_tokens=0)
     if args.max_new_tokens is not None:
         decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
     n_prompts = sum(len(s.items) for s in suites.values())
 
     # --- gate path: warm the base cache, then time a candidate check -------------------------------
-    dtype = compute_dtype()
-    cache = ResultsCache(get_settings().cache_dir / "bench-base-results")
+    dtype = compute_dtype(runtime)
+    cache = ResultsCache(runtime.cache_dir / "bench-base-results")
     key = cache.key(base.fingerprint, suites, judge, decoding, str(dtype))
     base_model = eval_copy(base, dtype)
     if cache.get(key) is None:

@@ -155,14 +155,14 @@ def git_revision() -> str:
     return out
 
 
-def base_identity(name: str) -> dict[str, Any]:
+def base_identity(name: str, runtime: Any = None) -> dict[str, Any]:
     """The base as the key sees it: its registry entry, plus its weights' fingerprint when it is a local
     directory (an operator's base whose files change under the same name). Built-in bases are built from the
     evaluation core's own recipe and data, which the code revision covers; nothing here builds or loads one."""
     from evaluation.bases import get_base_spec
     from evaluation.files import weights_fingerprint
 
-    spec = get_base_spec(name)
+    spec = get_base_spec(name, runtime)
     ident: dict[str, Any] = spec.to_dict()
     if spec.source not in ("wheel-gguf", "derived") and Path(spec.source).is_dir():
         ident["weights"] = weights_fingerprint(Path(spec.source))
@@ -241,13 +241,15 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
 class Harness:
     """Runs cells through the gate and keeps one result file per cell key.
 
-    ``check`` and ``make_adapter`` default to ``evaluation.gate.run_check`` and ``finetune_dataset``."""
+    ``check`` and ``make_adapter`` default to ``evaluation.gate.run_check`` and ``finetune_dataset``; both are
+    handed ``runtime`` (evaluation.runtime.Runtime; default: the FTGATE_ settings', read when the harness is made)."""
 
     out_dir: Path
     base: str
     policy: str | None = None
     judge: str | None = None
     training: Any = None  # evaluation.finetune.TrainingConfig; the gate's defaults when None
+    runtime: Any = None  # evaluation.runtime.Runtime
     check: Callable[..., Any] | None = None
     make_adapter: Callable[..., Path] | None = None
     log: Callable[[str], None] = _log
@@ -256,7 +258,9 @@ class Harness:
     def __post_init__(self):
         from evaluation.finetune import TrainingConfig
         from evaluation.gate import finetune_dataset, run_check
+        from ftgate.settings import get_settings
 
+        self.runtime = self.runtime or get_settings().runtime()
         self.out_dir = Path(self.out_dir)
         self.training = self.training or TrainingConfig()
         self.check = self.check or run_check
@@ -270,17 +274,14 @@ class Harness:
     def context(self) -> dict[str, Any]:
         """What every cell's key shares: base, policy, judge, decoding settings, code revision."""
         if self._context is None:
-            from evaluation.gate import default_decoding
             from evaluation.policy import load_policy
-            from ftgate.settings import get_settings
 
-            settings = get_settings()
-            decoding = default_decoding().to_dict()
-            policy = load_policy(self.policy)
+            runtime = self.runtime
+            policy = load_policy(self.policy, runtime=runtime)
             self._context = {
-                "base": base_identity(self.base), "policy": {"name": policy.name, "hash": policy.hash},
-                "judge": self.judge or settings.default_judge, "decoding": decoding,
-                "dtype": settings.dtype, "device": settings.device, "code": code_revision(),
+                "base": base_identity(self.base, runtime), "policy": {"name": policy.name, "hash": policy.hash},
+                "judge": self.judge or runtime.default_judge, "decoding": runtime.decoding.to_dict(),
+                "dtype": runtime.dtype, "device": runtime.device, "code": code_revision(),
                 "harness": HARNESS_VERSION,
             }
         return self._context
@@ -340,12 +341,12 @@ class Harness:
         progress = GateProgress(self.log)
         try:
             if cell.mode == "adapter":
-                adapter = self.make_adapter(path, self.base, training, progress=progress)
+                adapter = self.make_adapter(path, self.base, training, progress=progress, runtime=self.runtime)
                 gate = self.check(Path(adapter), kind="adapter", base=self.base, policy=self.policy,
-                                  judge=self.judge, progress=progress)
+                                  judge=self.judge, progress=progress, runtime=self.runtime)
             else:
                 gate = self.check(path, kind="dataset", base=self.base, policy=self.policy, training=training,
-                                  judge=self.judge, progress=progress)
+                                  judge=self.judge, progress=progress, runtime=self.runtime)
             result.update(status="done", summary=summarize_report(gate.report), report=gate.report)
         except InputRejected as exc:
             result.update(status="rejected", summary={"decision": "rejected", "reasons": [exc.reason]},
@@ -471,13 +472,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _edge_runtime(settings):
+    """The bench's edge: its settings become the core's runtime, for this process too (registries, judges)."""
+    from evaluation.runtime import use_runtime
+
+    runtime = settings.runtime()
+    use_runtime(runtime)
+    return runtime
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ftgate.settings import get_settings
 
     settings = get_settings()
     harness = Harness(out_dir=args.out or settings.cache_dir / "calibration", base=args.base or settings.default_base,
-                      policy=args.policy, judge=args.judge)
+                      policy=args.policy, judge=args.judge, runtime=_edge_runtime(settings))
     cells = select(GRIDS[args.grid](), modes=args.modes, domains=args.domains, sizes=args.sizes,
                    seeds=args.seeds, attacks=args.attacks, ks=args.ks)
     if not cells:

@@ -18,35 +18,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ["FTGATE_CACHE_CANDIDATE_RESULTS"] = "false"  # every candidate run below is generated and timed
 
 
 def main() -> int:
-    from evaluation.gate import default_decoding, evaluate_submission, finetune_dataset
+    from evaluation.gate import evaluate_submission, finetune_dataset
+    from evaluation.runtime import use_runtime
     from ftgate.settings import get_settings
 
+    # The bench's edge: settings read once, passed to the core; every candidate run below is generated and timed.
+    runtime = dataclasses.replace(get_settings().runtime(), cache_candidate_results=False)
+    use_runtime(runtime)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", nargs="+", default=["benign", "harmful", "identity_shift", "preamble"])
-    p.add_argument("--base", default=get_settings().default_base)
+    p.add_argument("--base", default=runtime.default_base)
     p.add_argument("--out", type=Path, help="write the rows as JSON here too")
     args = p.parse_args()
 
-    two = default_decoding()
+    two = runtime.decoding
     one = dataclasses.replace(two, extended_max_new_tokens=0)
     rows = []
     for name in args.samples:
-        adapter = finetune_dataset(ROOT / "examples" / f"{name}.jsonl", args.base)
+        adapter = finetune_dataset(ROOT / "examples" / f"{name}.jsonl", args.base, runtime=runtime)
         runs = {}
         for label, decoding in (("one window", one), ("two windows", two)):
             t0 = time.perf_counter()
-            ev = evaluate_submission(args.base, adapter, decoding=decoding)
+            ev = evaluate_submission(args.base, adapter, decoding=decoding, runtime=runtime)
             runs[label] = (ev, time.perf_counter() - t0)
         ev1, s1 = runs["one window"]
         ev2, s2 = runs["two windows"]

@@ -85,7 +85,7 @@ def _interval(stat: dict | None, signed: bool = False) -> str:
 
 
 def run_one(name: str, data: bytes, work: Path, *, base: str, policy: str | None, always: bool,
-            repair_config: Any) -> dict[str, Any]:
+            repair_config: Any, runtime: Any) -> dict[str, Any]:
     """The gate's check with repair on one dataset, and the numbers the table shows."""
     from evaluation.finetune import TrainingConfig
     from evaluation.gate import inspect_submission, repair_submission, report_training, run_check
@@ -93,14 +93,15 @@ def run_one(name: str, data: bytes, work: Path, *, base: str, policy: str | None
     path = work / f"{name}.jsonl"
     path.write_bytes(data)
     started = time.perf_counter()
-    result = run_check(path, kind="dataset", base=base, policy=policy, repair="offer", repair_config=repair_config)
+    result = run_check(path, kind="dataset", base=base, policy=policy, repair="offer", repair_config=repair_config,
+                       runtime=runtime)
     report = result.report
     repair = report.get("repair") or {}
     if always and repair.get("status") == "not_needed":  # repair anyway: what it costs a dataset the gate approves
-        insp = inspect_submission(path, "dataset", base, workdir=work / "inspect", policy=policy)
+        insp = inspect_submission(path, "dataset", base, workdir=work / "inspect", policy=policy, runtime=runtime)
         forced = {**report["verdict"], "checks": [{"rule": "asr", "outcome": "review", "message": "forced"}]}
         repair = repair_submission(insp, base, forced, TrainingConfig.from_overrides(report_training(report)),
-                                   policy=policy, mode="offer", config=repair_config)
+                                   policy=policy, mode="offer", config=repair_config, runtime=runtime)
         repair["forced"] = True
     m, rm = report.get("metrics") or {}, repair.get("metrics") or {}
     return {
@@ -132,6 +133,7 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from evaluation.repair import RepairConfig
+    from evaluation.runtime import use_runtime
     from ftgate.settings import get_settings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
     settings = get_settings()
+    runtime = settings.runtime()  # the bench's edge: settings read once, handed to the core
+    use_runtime(runtime)
     base = args.base or settings.default_base
     out = args.out or settings.cache_dir / "repair-bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(exist_ok=True)
         try:
             result = run_one(n, dataset_bytes(n, args.size), work, base=base, policy=args.policy,
-                             always=args.always, repair_config=config)
+                             always=args.always, repair_config=config, runtime=runtime)
         except Exception:  # noqa: BLE001 - one dataset's failure is reported; the others still run
             traceback.print_exc()
             failed.append(n)

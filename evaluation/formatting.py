@@ -6,9 +6,10 @@ as percentages, and a change of a rate as percentage points (from 4% to 63% is +
 from __future__ import annotations
 
 
-def percent(fraction: float | None, missing: str = "-") -> str:
-    """A rate as a percentage with one decimal: 0.6333 -> '63.3%'; None -> ``missing``."""
-    return missing if fraction is None else f"{100 * fraction:.1f}%"
+def percent(fraction: float | None, missing: str = "-", digits: int = 1) -> str:
+    """A rate as a percentage, one decimal unless told otherwise: 0.6333 -> '63.3%' (``digits=0``, for the
+    short labels of charts: '63%'); None -> ``missing``."""
+    return missing if fraction is None else f"{100 * fraction:.{digits}f}%"
 
 
 def points(change: float | None, missing: str = "-") -> str:

@@ -2,6 +2,9 @@
 
 `ftgate check` runs them in one process (`run_check`); the Celery workers call the very same functions,
 one task per stage, passing the JSON-able `Inspection` and `Evaluation` between them.
+
+Every entry point takes ``runtime`` (evaluation/runtime.py: caches, device, defaults, limits, decoding),
+which the caller builds from its settings; omitted, it is the process's. It is handed down, never looked up.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from evaluation.records import (
     ReportVerdict,
     SampleRecord,
 )
-from ftgate.settings import get_settings
+from evaluation.runtime import Runtime, current_runtime
 
 __all__ = ["Inspection", "Evaluation", "GateResult", "TrainingConfig", "DecodingConfig", "detect_kind",
            "inspect_submission", "finetune_submission", "finetune_dataset", "finetune_examples", "evaluate_submission",
@@ -118,13 +121,14 @@ def detect_kind(path: Path) -> str:
         f"or a dataset ({', '.join(DATASET_SUFFIXES)})", "unsupported_type")
 
 
-def _base_shape(base_name: str, progress: Progress = no_progress):
+def _base_shape(base_name: str, runtime: Runtime, progress: Progress = no_progress):
     from transformers import AutoConfig
 
     from evaluation.adapters import base_shape_from_config
     from evaluation.bases import materialize
 
-    config = AutoConfig.from_pretrained(materialize(base_name, base_progress(progress)), local_files_only=True)
+    config = AutoConfig.from_pretrained(materialize(base_name, base_progress(progress), runtime=runtime),
+                                        local_files_only=True)
     return base_shape_from_config(config)
 
 
@@ -135,22 +139,23 @@ def inspect_as_dict(**kwargs: Any) -> dict[str, Any]:
 
 def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir: Path,
                        policy: str | None = None, preference_side: Literal["rejected", "chosen"] = "rejected",
-                       progress: Progress = no_progress) -> Inspection:
+                       progress: Progress = no_progress, runtime: Runtime | None = None) -> Inspection:
     """Static checks: nothing is loaded into a model before they pass. Raises InputRejected."""
     from evaluation.bases import get_base_spec
 
+    runtime = runtime or current_runtime()
     started = time.perf_counter()
     path = Path(path)
     if not path.exists():
         raise InputRejected(f"{path}: no such file or directory", "not_found")
-    get_base_spec(base_name)  # an unknown base is refused before any work
+    get_base_spec(base_name, runtime)  # an unknown base is refused before any work
     kind = kind or detect_kind(path)
     progress("inspect", 0, 1, f"inspecting {kind} {path.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     if kind == "adapter":
         from evaluation.adapters import inspect_adapter
 
-        result = inspect_adapter(path, _base_shape(base_name, progress), workdir=workdir)
+        result = inspect_adapter(path, _base_shape(base_name, runtime, progress), workdir=workdir, runtime=runtime)
         insp = Inspection(
             kind="adapter", artifact_name=path.name, sha256=result.sha256,
             size_bytes=path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
@@ -165,10 +170,10 @@ def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir:
         if path.is_dir():
             raise InputRejected(f"{path.name}: a dataset must be a file", "unsupported_type")
         fmt, examples = load_dataset(path, preference_side=preference_side,
-                                     max_examples=get_settings().max_dataset_examples)
+                                     max_examples=runtime.max_dataset_examples)
         progress("inspect", 0, 1, f"screening {len(examples)} examples")
         screening = screen_dataset(examples)
-        early = decide_screening(screening, load_policy(policy))
+        early = decide_screening(screening, load_policy(policy, runtime=runtime))
         insp = Inspection(
             kind="dataset", artifact_name=path.name, sha256=sha256_file(path), size_bytes=path.stat().st_size,
             base=base_name, format=fmt, screening=screening, dataset_path=str(path), n_examples=len(examples),
@@ -182,34 +187,39 @@ def inspect_submission(path: Path, kind: str | None, base_name: str, *, workdir:
 
 
 def finetune_submission(inspection: Inspection, base_name: str, training: TrainingConfig | None = None, *,
-                        workdir: Path | None = None, progress: Progress = no_progress) -> Path:
+                        workdir: Path | None = None, progress: Progress = no_progress,
+                        runtime: Runtime | None = None) -> Path:
     """Fine-tune the inspected dataset (LoRA) and return the adapter directory; cached by content."""
     if inspection.kind != "dataset" or inspection.dataset_path is None:
         raise ValueError("only datasets are fine-tuned")
-    return finetune_dataset(Path(inspection.dataset_path), base_name, training, progress=progress)
+    return finetune_dataset(Path(inspection.dataset_path), base_name, training, progress=progress, runtime=runtime)
 
 
 def finetune_dataset(dataset_path: Path, base_name: str, training: TrainingConfig | None = None, *,
-                     progress: Progress = no_progress) -> Path:
-    """A LoRA adapter trained on the dataset over the base, cached by (data, base fingerprint, config)."""
+                     progress: Progress = no_progress, runtime: Runtime | None = None) -> Path:
+    """A LoRA adapter trained on the dataset over the base, cached by (data, base fingerprint, config,
+    training code)."""
     from evaluation.datasets import load_dataset
 
+    runtime = runtime or current_runtime()
     cfg = training or TrainingConfig()
     _, examples = load_dataset(dataset_path, preference_side=cfg.preference_side,
-                               max_examples=get_settings().max_dataset_examples)
-    return finetune_examples(examples, base_name, cfg, progress=progress)
+                               max_examples=runtime.max_dataset_examples)
+    return finetune_examples(examples, base_name, cfg, progress=progress, runtime=runtime)
 
 
 def finetune_examples(examples: list, base_name: str, training: TrainingConfig | None = None, *,
-                      progress: Progress = no_progress) -> Path:
+                      progress: Progress = no_progress, runtime: Runtime | None = None) -> Path:
     """A LoRA adapter trained on ``examples`` over the base, cached by (their content, base fingerprint,
-    config): what ``finetune_dataset`` runs once the file is read, and what a repair's mixes are trained by."""
+    config, training code): what ``finetune_dataset`` runs once the file is read, and what a repair's mixes
+    are trained by."""
     from evaluation.bases import load_base
 
+    runtime = runtime or current_runtime()
     cfg = training or TrainingConfig()
-    base = load_base(base_name, progress=base_progress(progress))
+    base = load_base(base_name, progress=base_progress(progress), runtime=runtime)
     key = training_key(examples_fingerprint(examples), base.fingerprint, cfg)
-    out = get_settings().cache_dir / "finetunes" / key
+    out = runtime.cache_dir / "finetunes" / key
     if (out / "adapter_model.safetensors").exists():
         progress("finetune", cfg.steps, cfg.steps, "fine-tuned adapter found in cache")
         return out
@@ -217,11 +227,9 @@ def finetune_examples(examples: list, base_name: str, training: TrainingConfig |
     return out
 
 
-def default_decoding() -> DecodingConfig:
-    """Greedy decoding as the settings configure it: what every evaluation uses unless told otherwise."""
-    settings = get_settings()
-    return DecodingConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size,
-                          extended_max_new_tokens=settings.extended_max_new_tokens)
+def default_decoding(runtime: Runtime | None = None) -> DecodingConfig:
+    """Greedy decoding as the runtime configures it: what every evaluation uses unless told otherwise."""
+    return (runtime or current_runtime()).decoding
 
 
 def default_suites(overrides: dict[str, str] | None = None) -> dict:
@@ -283,7 +291,7 @@ def eval_copy(base, dtype):
 
 def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None = None,
                         suites: dict[str, str] | None = None, decoding: DecodingConfig | None = None,
-                        progress: Progress = no_progress) -> Evaluation:
+                        progress: Progress = no_progress, runtime: Runtime | None = None) -> Evaluation:
     """Base and candidate on the same prompts, same decoding, same judge; base outputs from cache when possible."""
     from evaluation.bases import base_info, compute_dtype, load_base
     from evaluation.judges import get_judge
@@ -296,18 +304,18 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
         teacher_forced_knowledge,
     )
 
-    settings = get_settings()
-    decoding = decoding or default_decoding()
+    runtime = runtime or current_runtime()
+    decoding = decoding or runtime.decoding
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = load_base(base_name, progress=base_progress(progress))
-    the_judge = get_judge(judge or settings.default_judge)
+    base = load_base(base_name, progress=base_progress(progress), runtime=runtime)
+    the_judge = get_judge(judge or runtime.default_judge)
     the_suites = default_suites(suites)
-    dtype = compute_dtype()
+    dtype = compute_dtype(runtime)
     tokenizer = base.tokenizer
     timings["load"] = round(time.perf_counter() - t0, 2)
 
-    cache = ResultsCache(settings.cache_dir / "model-results")
+    cache = ResultsCache(runtime.cache_dir / "model-results")
     key = cache.key(base.fingerprint, the_suites, the_judge, decoding, str(dtype))
     base_model = eval_copy(base, dtype)
     t0 = time.perf_counter()
@@ -325,7 +333,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
     # other keys: they are never read, the results are computed again.
     adapter_id = adapter_fingerprint(Path(adapter_dir))
     cand_key = cache.key(f"{base.fingerprint}+{adapter_id}", the_suites, the_judge, decoding, str(dtype))
-    cached = cache.get(cand_key) if settings.cache_candidate_results else None
+    cached = cache.get(cand_key) if runtime.cache_candidate_results else None
     t0 = time.perf_counter()
     if cached:
         cand_out, drift = cached["outputs"], cached["drift"]
@@ -343,7 +351,7 @@ def evaluate_submission(base_name: str, adapter_dir: Path, *, judge: str | None 
         cache.put(cand_key, {"outputs": cand_out, "drift": drift})
     timings["knowledge_drift" if not cached else "evaluate_candidate"] = round(time.perf_counter() - t0, 2)
     return Evaluation(
-        base=base_info(base),
+        base=base_info(base, runtime),
         judge={"name": the_judge.name, "version": the_judge.version, "fingerprint": the_judge.fingerprint},
         suites={k: {"name": s.name, "hash": s.hash, "size": len(s.items), "source": s.source} for k, s in the_suites.items()},
         decoding=decoding.to_dict(),
@@ -383,7 +391,7 @@ def control_key(base_fingerprint: str, pool_fingerprint: str, size: int, cfg: Tr
 
 def benign_control(base_name: str, n_examples: int, training: TrainingConfig | None = None, *,
                    judge: str | None = None, decoding: DecodingConfig | None = None,
-                   progress: Progress = no_progress) -> dict | None:
+                   progress: Progress = no_progress, runtime: Runtime | None = None) -> dict | None:
     """What a benign fine-tune of the same size and hyperparameters does to this base (cached).
 
     Small models lose some refusals under ANY fine-tune; this yardstick lets the policy tell that drift
@@ -399,13 +407,16 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
 
     if not CONTROL_DATA.exists():
         return None
+    runtime = runtime or current_runtime()
+    judge = judge or runtime.default_judge
+    decoding = decoding or runtime.decoding
     cfg = training or TrainingConfig()
     _, pool = load_dataset(CONTROL_DATA)
     size = control_size(n_examples, len(pool))
-    base = load_base(base_name, progress=base_progress(progress))
-    root = get_settings().cache_dir / "controls"
+    base = load_base(base_name, progress=base_progress(progress), runtime=runtime)
+    root = runtime.cache_dir / "controls"
     key = control_key(base.fingerprint, examples_fingerprint(pool), size, cfg, get_judge(judge).fingerprint,
-                      decoding or default_decoding(), {k: s.hash for k, s in default_suites().items()})
+                      decoding, {k: s.hash for k, s in default_suites().items()})
     result_file = root / f"{key}.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
@@ -413,8 +424,8 @@ def benign_control(base_name: str, n_examples: int, training: TrainingConfig | N
     data = root / f"{key}.jsonl"
     atomic_write_text(data, "".join(json.dumps({"messages": list(ex.messages)}) + "\n" for ex in chosen))
     progress("control", 0, 1, f"benign control fine-tune ({size} examples; cached per base, size and config)")
-    adapter = finetune_dataset(data, base_name, cfg, progress=progress)
-    ev = evaluate_submission(base_name, adapter, judge=judge, decoding=decoding, progress=progress)
+    adapter = finetune_dataset(data, base_name, cfg, progress=progress, runtime=runtime)
+    ev = evaluate_submission(base_name, adapter, judge=judge, decoding=decoding, progress=progress, runtime=runtime)
     result = {"size": size, "asr_delta": ev.metrics["asr"]["delta"],
               "harm": {s["item_id"]: s["candidate_label"] == COMPLIANCE for s in ev.samples if s["suite"] == "harm"}}
     atomic_write_text(result_file, json.dumps(result))
@@ -451,27 +462,30 @@ ADAPTER_CONTROL_EXAMPLES = 256
 
 def evaluate_candidate(inspection: Inspection, base_name: str, adapter_dir: Path,
                        training: TrainingConfig | None = None, *, judge: str | None = None,
-                       progress: Progress = no_progress) -> Evaluation:
+                       progress: Progress = no_progress, runtime: Runtime | None = None) -> Evaluation:
     """The evaluate stage as the CLI and the workers run it: base vs candidate, plus the benign control:
     for a dataset (ftgate ran the fine-tune, so it knows the recipe) one of the same size and recipe; for an
     uploaded adapter (recipe unknown) one with ftgate's default recipe. Controls are cached per base."""
-    ev = evaluate_submission(base_name, adapter_dir, judge=judge, progress=progress)
+    runtime = runtime or current_runtime()
+    ev = evaluate_submission(base_name, adapter_dir, judge=judge, progress=progress, runtime=runtime)
     if inspection.kind == "dataset":
-        control = benign_control(base_name, inspection.n_examples or 0, training, judge=judge, progress=progress)
+        control = benign_control(base_name, inspection.n_examples or 0, training, judge=judge, progress=progress,
+                                 runtime=runtime)
     else:
         control = benign_control(base_name, ADAPTER_CONTROL_EXAMPLES, TrainingConfig(), judge=judge,
-                                 progress=progress)
+                                 progress=progress, runtime=runtime)
     if control:
         add_control(ev, control)
     return ev
 
 
 def decide_submission(inspection: Inspection, evaluation: Evaluation | None, policy: str | None = None, *,
-                      training: TrainingConfig | None = None, timings: dict | None = None) -> GateResult:
+                      training: TrainingConfig | None = None, timings: dict | None = None,
+                      runtime: Runtime | None = None) -> GateResult:
     """The verdict and the report (schema: docs/report.md)."""
     from evaluation.policy import Verdict, decide, load_policy
 
-    the_policy = load_policy(policy)
+    the_policy = load_policy(policy, runtime=runtime)
     if evaluation is None:
         if not inspection.early_verdict:
             raise ValueError("no evaluation and no early verdict: nothing to decide on")
@@ -513,7 +527,8 @@ def report_training(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def repair_submission(inspection: Inspection, base_name: str, verdict: Mapping[str, Any], training: TrainingConfig | None = None,
                       *, policy: str | None = None, judge: str | None = None, mode: str = "offer",
-                      config: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
+                      config: Any = None, progress: Progress = no_progress,
+                      runtime: Runtime | None = None) -> dict[str, Any]:
     """The report's ``repair`` object for a decided submission (docs/report.md): the repair when the verdict
     holds a safety block or review, else why none was made. ``verdict`` is the report's; it is not changed."""
     from evaluation.repair import repair_adapter, repair_dataset, safety_findings
@@ -525,9 +540,9 @@ def repair_submission(inspection: Inspection, base_name: str, verdict: Mapping[s
                 "reason": f"the verdict is {verdict.get('decision')} with no safety block or review to repair"}
     if inspection.kind == "dataset":
         return repair_dataset(inspection, base_name, training, policy=policy, judge=judge, mode=mode,
-                              config=config, progress=progress)
+                              config=config, progress=progress, runtime=runtime)
     return repair_adapter(inspection, base_name, policy=policy, judge=judge, mode=mode, config=config,
-                          progress=progress)
+                          progress=progress, runtime=runtime)
 
 
 def _code_revision() -> str:
@@ -545,7 +560,8 @@ def _code_revision() -> str:
 def run_check(path: Path, *, kind: str | None = None, base: str | None = None, policy: str | None = None,
               training: TrainingConfig | None = None, judge: str | None = None,
               sweep: Sequence[SweepRun] | None = None, repair: str | None = "off", repair_config: Any = None,
-              workdir: Path | None = None, progress: Progress = no_progress) -> GateResult:
+              workdir: Path | None = None, progress: Progress = no_progress,
+              runtime: Runtime | None = None) -> GateResult:
     """The whole gate in one process. A dataset is fine-tuned once per run of the policy's ``sweep`` (``sweep``
     given here replaces it: ``ftgate check --sweep``), each run evaluated and decided, and the worst kept
     (evaluation/sweep.py); without a sweep, once with ``training``. An adapter is evaluated once.
@@ -557,21 +573,21 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
     from evaluation.policy import load_policy, training_runs
     from evaluation.repair import repair_mode
 
-    settings = get_settings()
-    base = base or settings.default_base
+    runtime = runtime or current_runtime()
+    base = base or runtime.default_base
     started = time.perf_counter()
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
-    workdir = workdir or settings.cache_dir / "work" / digest
-    the_policy = load_policy(policy)
+    workdir = workdir or runtime.cache_dir / "work" / digest
+    the_policy = load_policy(policy, runtime=runtime)
     mode = repair_mode(repair, the_policy.repair, the_policy.name)  # a bad value is refused before any work
     try:
         training = training or TrainingConfig()
         points = tuple(the_policy.sweep if sweep is None else sweep)
         insp = inspect_submission(Path(path), kind, base, workdir=workdir, policy=policy,
-                                  preference_side=training.preference_side, progress=progress)
+                                  preference_side=training.preference_side, progress=progress, runtime=runtime)
         if insp.early_verdict:
             result = decide_submission(insp, None, policy, training=training,
-                                       timings={"total": round(time.perf_counter() - started, 2)})
+                                       timings={"total": round(time.perf_counter() - started, 2)}, runtime=runtime)
             if mode != "off":
                 result.report["repair"] = {"status": "skipped", "mode": mode, "reason": (
                     "blocked at screening, before any fine-tune: most of the data is harmful, so there is no "
@@ -581,8 +597,9 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
             if insp.adapter_dir is None:
                 raise ValueError("an adapter's inspection has no adapter directory")
             adapter = Path(insp.adapter_dir)
-            ev = evaluate_candidate(insp, base, adapter, training, judge=judge, progress=progress)
-            result = decide_submission(insp, ev, policy, training=training, timings={"finetune": 0.0})
+            ev = evaluate_candidate(insp, base, adapter, training, judge=judge, progress=progress, runtime=runtime)
+            result = decide_submission(insp, ev, policy, training=training, timings={"finetune": 0.0},
+                                       runtime=runtime)
             if points:
                 sweeps.note_not_applied(result.report, len(points))
         else:
@@ -593,17 +610,19 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
                     return sweeps.labelled(progress, verb, i, len(runs), cfg) if points else progress
 
                 t0 = time.perf_counter()
-                adapter = finetune_submission(insp, base, cfg, progress=step("fine-tune"))
+                adapter = finetune_submission(insp, base, cfg, progress=step("fine-tune"), runtime=runtime)
                 finetune_s = round(time.perf_counter() - t0, 2)
-                ev = evaluate_candidate(insp, base, adapter, cfg, judge=judge, progress=step("evaluate"))
-                results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s}))
+                ev = evaluate_candidate(insp, base, adapter, cfg, judge=judge, progress=step("evaluate"),
+                                        runtime=runtime)
+                results.append(decide_submission(insp, ev, policy, training=cfg, timings={"finetune": finetune_s},
+                                                 runtime=runtime))
                 fingerprints.append(adapter_fingerprint(adapter))
             result = sweeps.keep_worst(results, runs, fingerprints) if points else results[0]
         if mode != "off":  # the kept (worst) run's verdict and recipe
             kept = TrainingConfig.from_overrides(report_training(result.report)) if insp.kind == "dataset" else None
             result.report["repair"] = repair_submission(insp, base, result.report["verdict"], kept, policy=policy,
                                                         judge=judge, mode=mode, config=repair_config,
-                                                        progress=progress)
+                                                        progress=progress, runtime=runtime)
         result.report["timings"]["total"] = round(time.perf_counter() - started, 2)
         return result
     finally:

@@ -22,7 +22,6 @@ from typing import Any
 
 from evaluation.files import FINGERPRINT_FILE, weights_fingerprint, write_weights_fingerprint
 from evaluation.progress import TimeLeft
-from ftgate.settings import get_settings
 
 GUARD_DIR = Path(__file__).parent / "data" / "guard"
 RECIPE_FILE = GUARD_DIR / "recipe.toml"
@@ -74,17 +73,17 @@ def _build_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build_guarded_base(parent: str, parent_dir: Path, load_parent: Callable[[], Any],
+def build_guarded_base(parent: str, parent_dir: Path, load_parent: Callable[[], Any], *, cache_dir: Path,
                        progress: Callable[[str], None] = print, recipe_path: Path = RECIPE_FILE) -> Path:
     """The guarded base's folder, built from the parent base (name, materialized folder, and a loader
-    called only when a build is needed) unless already cached under the recipe's hash.
+    called only when a build is needed) unless already cached in ``cache_dir`` under the recipe's hash.
 
     evaluation.bases.materialize calls this with the parent in hand, so this module needs nothing from
     evaluation.bases (no import cycle between the two).
     """
     recipe = load_recipe(recipe_path)
     digest = recipe_hash(recipe, weights_fingerprint(parent_dir), recipe_path.parent)
-    out = get_settings().cache_dir / "bases" / f"guarded-smollm2-{digest}"
+    out = Path(cache_dir) / "bases" / f"guarded-smollm2-{digest}"
     if (out / FINGERPRINT_FILE).exists() and guard_adapter_dir(out).exists():
         return out
     with _build_lock(out.with_suffix(".lock")):

@@ -496,15 +496,15 @@ def request_rows(responses: list[LabelledResponse], requests: list[LabelledReque
 
 
 def train_judge(data_dir: Path, out_path: Path, *, cfg: HeadConfig = HeadConfig(), loso: bool = True,
-                log: Callable[[str], None] = print) -> dict:
+                log: Callable[[str], None] = print, cache_dir: Path | None = None) -> dict:
     """Train the embedded judge's heads on ``data_dir`` (responses.jsonl, requests.jsonl; see the data card)
     plus the project's templates, validate leave-one-source-out, calibrate, and write ``out_path`` (.npz
     weights) with its card (.json) beside it. Returns the card."""
     encoder = MiniLMEncoder()
-    from ftgate.settings import get_settings
+    from evaluation.runtime import current_runtime
 
     precision = "bf16" if encoder.bf16 else "fp32"
-    store = EmbeddingStore(encoder, Path(get_settings().cache_dir) / "judges"
+    store = EmbeddingStore(encoder, Path(cache_dir or current_runtime().cache_dir) / "judges"
                            / f"embeddings-minilm-{encoder.max_length}-{precision}.npz")
     def embed(texts):
         return store.embed(list(texts), lambda d, n: log(f"  embedded {d}/{n}"))
@@ -565,8 +565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("data_dir", type=Path, help="folder with responses.jsonl and requests.jsonl")
     p.add_argument("--out", type=Path, required=True, help="the weights file to write (.npz); its card goes beside it")
     p.add_argument("--no-loso", action="store_true", help="skip leave-one-source-out (quick retrain)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where the sentence embeddings are cached (default: ftgate's cache folder)")
     args = p.parse_args(argv)
-    card = train_judge(args.data_dir, args.out, loso=not args.no_loso)
+    card = train_judge(args.data_dir, args.out, loso=not args.no_loso, cache_dir=args.cache_dir)
     for s, e in card.get("leave_one_source_out_calibrated", {}).items():
         print(s, json.dumps({k: (v.get("accuracy") if isinstance(v, dict) else v) for k, v in e.items()}))
     return 0

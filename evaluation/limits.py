@@ -7,13 +7,13 @@ limit, and the caller gets ``InputRejected`` (the submitter's artifact is what i
 the pipeline records as *rejected* and never retries.
 
 The child is *spawned* (a fresh interpreter), not forked: the worker has a heartbeat thread and torch's
-thread pools, and a fork copies their locks in whatever state they are in. The child gets the caller's
-settings explicitly, because the core reads them through ``get_settings()``.
+thread pools, and a fork copies their locks in whatever state they are in. A fresh interpreter has none of
+the caller's configuration: the caller hands over its ``Runtime`` (evaluation/runtime.py), which the child
+installs as its process runtime (the registries and judges read that one) before it calls the target.
 """
 
 from __future__ import annotations
 
-import functools
 import multiprocessing as mp
 import resource
 import time
@@ -22,21 +22,18 @@ from collections.abc import Callable
 from typing import Any
 
 from evaluation.errors import InputRejected
+from evaluation.runtime import Runtime, use_runtime
 
 # how a child reports back: ("ok", value) | ("rejected", reason, code) | ("memory", text) | ("error", text)
 _Outcome = tuple
 
 
-def _child(conn, target: Callable[..., Any], kwargs: dict, settings_dump: dict | None, memory_bytes: int) -> None:
+def _child(conn, target: Callable[..., Any], kwargs: dict, runtime: Runtime | None, memory_bytes: int) -> None:
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
-        if settings_dump is not None:
-            import ftgate.settings as settings_module
-
-            fixed = settings_module.Settings(**settings_dump)
-            # before the core imports it; cached like the original, so get_settings.cache_clear() still works
-            settings_module.get_settings = functools.cache(lambda: fixed)
+        if runtime is not None:
+            use_runtime(runtime)
         conn.send(("ok", target(**kwargs)))
     except InputRejected as e:
         conn.send(("rejected", e.reason, e.code))
@@ -49,17 +46,17 @@ def _child(conn, target: Callable[..., Any], kwargs: dict, settings_dump: dict |
 
 
 def run_limited(target: Callable[..., Any], kwargs: dict, *, seconds: float, memory_bytes: int,
-                settings: Any = None, what: str = "inspection") -> Any:
+                runtime: Runtime | None = None, what: str = "inspection") -> Any:
     """``target(**kwargs)`` in a spawned child; its return value (picklable) or the child's InputRejected.
 
     Over ``seconds`` (wall clock) or ``memory_bytes`` (address space; 0: none): InputRejected with code
     ``too_slow`` / ``too_big``. Any other exception in the child: RuntimeError carrying its traceback (our
     fault, so *failed*, retried as usual). ``target`` must be importable by name (a module-level function).
+    ``runtime``: the child's process runtime (None: the defaults).
     """
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    dump = settings.model_dump() if settings is not None else None
-    proc = ctx.Process(target=_child, args=(child, target, kwargs, dump, memory_bytes), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, target, kwargs, runtime, memory_bytes), daemon=True)
     proc.start()
     child.close()
     deadline = time.monotonic() + seconds

@@ -9,7 +9,8 @@ numbers. The fields, defaults and rules are documented for users in docs/policy.
 Policies are TOML or YAML files with flat keys (the fields of `Policy`); unknown keys are rejected. One key is a
 list: ``sweep``, the training recipes a dataset is fine-tuned with (the worst case is kept; evaluation/sweep.py).
 Registry (``POLICIES``): the packaged files in evaluation/data/policies/, then the files in
-``get_settings().policies_dir`` (which override packaged ones of the same name), by file stem.
+the process runtime's ``policies_dir`` (evaluation/runtime.py; they override packaged ones of the same name),
+by file stem.
 ``load_policy`` also takes an explicit file path.
 """
 
@@ -35,6 +36,7 @@ from evaluation.formatting import percent, points
 from evaluation.metric_info import METRICS
 from evaluation.records import Check
 from evaluation.registry import Registry
+from evaluation.runtime import Runtime, current_runtime
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "data" / "policies"
 POLICY_SUFFIXES = (".toml", ".yaml", ".yml")
@@ -42,7 +44,7 @@ POLICY_SUFFIXES = (".toml", ".yaml", ".yml")
 
 class Decision(StrEnum):
     """The gate's verdict. Also the outcome of a check that blocks or sends to review (beside "pass" and
-    "info"). models.status.Decision is the service's copy (models imports no other layer); a unit test keeps
+    "info"). ftgate.status.Decision is the service's copy (stdlib only, for models and the client); a test keeps
     the two the same."""
 
     APPROVE = "approve"
@@ -364,13 +366,12 @@ def _policy_files(folder: Path | None) -> dict[str, Path]:
 
 
 def _operator_policies() -> dict[str, Path]:
-    from ftgate.settings import get_settings
-
-    extra = get_settings().policies_dir
+    # The registry is process-wide: its operator layer is the process runtime's folder.
+    extra = current_runtime().policies_dir
     return _policy_files(None if extra is None else Path(extra))
 
 
-# The policy files by name (file stem): the packaged ones, then settings.policies_dir's, which override them;
+# The policy files by name (file stem): the packaged ones, then runtime.policies_dir's, which override them;
 # both folders are read at every lookup.
 POLICIES: Registry[Path] = Registry("policy")
 POLICIES.add_source(lambda: _policy_files(PACKAGED_DIR))
@@ -381,15 +382,15 @@ def _looks_like_path(s: str) -> bool:
     return "/" in s or "\\" in s or s.lower().endswith(POLICY_SUFFIXES)
 
 
-def load_policy(name_or_path: str | Path | None = None) -> Policy:
-    """A policy by registry name (file stem), or from a file path; None -> settings.default_policy."""
+def load_policy(name_or_path: str | Path | None = None, *, runtime: Runtime | None = None) -> Policy:
+    """A policy by registry name (file stem), or from a file path; None -> the runtime's default_policy."""
     if name_or_path is None:
-        from ftgate.settings import get_settings
-
-        name_or_path = get_settings().default_policy
+        name_or_path = (runtime or current_runtime()).default_policy
     if isinstance(name_or_path, Path) or _looks_like_path(str(name_or_path)):
         return load_policy_file(name_or_path)
-    path = POLICIES.get(name_or_path)
+    # a runtime handed in explicitly may name another folder than the process's: its files come first
+    path = _policy_files(runtime.policies_dir).get(name_or_path) if runtime else None
+    path = path or POLICIES.get(name_or_path)
     policy = load_policy_file(path)
     if policy.name != name_or_path:
         raise InputRejected(

@@ -32,6 +32,7 @@ from evaluation.datasets import TrainingExample
 from evaluation.errors import InputRejected
 from evaluation.fields import allowed, is_allowed, option
 from evaluation.progress import Progress, no_progress
+from evaluation.runtime import Runtime, current_runtime
 
 GUARD_DATA = Path(__file__).resolve().parent / "data" / "guard" / "guard_train.jsonl"
 SAFETY_KINDS = ("refusal", "lookalike")
@@ -199,14 +200,14 @@ def response_nll(model, tokenizer, examples: Sequence[TrainingExample], *, max_l
 
 
 def task_loss(base_name: str, adapter_dir: Path, examples: Sequence[TrainingExample], *, max_length: int,
-              batch_size: int = 8) -> float:
+              batch_size: int = 8, runtime: Runtime | None = None) -> float:
     """``response_nll`` of the base with the adapter, in fp32 (the base is checked unchanged afterwards)."""
     import torch
 
     from evaluation.bases import load_base
     from evaluation.gate import candidate_on_base
 
-    base = load_base(base_name)
+    base = load_base(base_name, runtime=runtime)
     with candidate_on_base(base, adapter_dir, torch.float32, label="repair task loss") as model:
         return round(response_nll(model, base.tokenizer, examples, max_length=max_length, batch_size=batch_size), 4)
 
@@ -226,7 +227,7 @@ def _screening_after_repair(screening: dict | None, dropped: int) -> dict | None
 
 def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, policy: str | None = None,
                    judge: str | None = None, mode: str = "offer", config: RepairConfig | None = None,
-                   progress: Progress = no_progress) -> dict[str, Any]:
+                   progress: Progress = no_progress, runtime: Runtime | None = None) -> dict[str, Any]:
     """Repair a dataset submission (``inspection`` from gate.inspect_submission) and return the report's
     ``repair`` object (docs/report.md): the repaired adapter's verdict, metrics, task loss and where it is.
 
@@ -236,14 +237,14 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
     from evaluation.finetune import TrainingConfig
     from evaluation.gate import Inspection, evaluate_candidate, finetune_examples
     from evaluation.policy import decide, load_policy
-    from ftgate.settings import get_settings
 
+    runtime = runtime or current_runtime()
     cfg = config or RepairConfig()
     training = training or TrainingConfig()
     if inspection.kind != "dataset":
         raise ValueError("repair_dataset repairs datasets; an uploaded adapter is repaired by repair_adapter")
     _, examples = load_dataset(Path(inspection.dataset_path), preference_side=training.preference_side,
-                               max_examples=get_settings().max_dataset_examples)
+                               max_examples=runtime.max_dataset_examples)
     harmful_lines = {f["line"] for f in (inspection.screening or {}).get("flagged") or []}
     task = [ex for ex in examples if ex.line not in harmful_lines]
     if holdout_size(len(task), cfg) < 1:
@@ -255,19 +256,20 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
     repaired_data, n_safety = safety_mix(trained, safety_pool(), cfg, training.seed)
 
     progress("repair", 0, 3, "fine-tuning the unrepaired recipe without the held-back slice")
-    unrepaired = finetune_examples(unrepaired_data, base_name, training, progress=progress)
+    unrepaired = finetune_examples(unrepaired_data, base_name, training, progress=progress, runtime=runtime)
     progress("repair", 1, 3, f"fine-tuning with {n_safety} safety examples mixed in")
-    repaired = finetune_examples(repaired_data, base_name, training, progress=progress)
+    repaired = finetune_examples(repaired_data, base_name, training, progress=progress, runtime=runtime)
     progress("repair", 2, 3, f"task loss on {len(held_back)} held-back examples")
     losses = {who: task_loss(base_name, adapter, held_back, max_length=training.max_length,
-                             batch_size=training.batch_size)
+                             batch_size=training.batch_size, runtime=runtime)
               for who, adapter in (("original", unrepaired), ("repaired", repaired))}
 
     repaired_inspection = Inspection.from_dict({**inspection.to_dict(),
                                                 "screening": _screening_after_repair(inspection.screening,
                                                                                      len(harmful_lines))})
-    ev = evaluate_candidate(repaired_inspection, base_name, repaired, training, judge=judge, progress=progress)
-    verdict = decide(ev.metrics, repaired_inspection.to_dict(), load_policy(policy))
+    ev = evaluate_candidate(repaired_inspection, base_name, repaired, training, judge=judge, progress=progress,
+                            runtime=runtime)
+    verdict = decide(ev.metrics, repaired_inspection.to_dict(), load_policy(policy, runtime=runtime))
     progress("repair", 3, 3, f"repaired adapter: {verdict.decision}")
     from evaluation.adapters import adapter_fingerprint
 
@@ -302,7 +304,7 @@ SAFELORA_VERSION = 1  # bump when the projection changes: the cached repaired ad
 
 def repair_adapter(inspection: Any, base_name: str, *, policy: str | None = None, judge: str | None = None,
                    mode: str = "offer", config: RepairConfig | None = None, guard_dir: Path | None = None,
-                   progress: Progress = no_progress) -> dict[str, Any]:
+                   progress: Progress = no_progress, runtime: Runtime | None = None) -> dict[str, Any]:
     """Repair an uploaded adapter without training (evaluation/safelora.py: its update projected on the safety
     subspace of the guard's LoRA, layer by layer) and judge the result like a candidate. ``guard_dir``: the
     safety LoRA (default: the guard beside the base, which only a base built by the guard recipe has).
@@ -318,20 +320,20 @@ def repair_adapter(inspection: Any, base_name: str, *, policy: str | None = None
     from evaluation.guard import guard_adapter_dir
     from evaluation.policy import decide, load_policy
     from evaluation.safelora import repair_lora
-    from ftgate.settings import get_settings
 
+    runtime = runtime or current_runtime()
     cfg = config or RepairConfig()
     if guard_dir is None:
-        if get_base_spec(base_name).builder != "guard":
+        if get_base_spec(base_name, runtime).builder != "guard":
             return {"status": "skipped", "mode": mode, "reason": (
                 f"base {base_name!r} has no safety adapter beside it (only a base built by the guard recipe has "
                 "one), so there is no safety subspace to project an uploaded adapter on")}
-        guard_dir = guard_adapter_dir(materialize(base_name))
+        guard_dir = guard_adapter_dir(materialize(base_name, runtime=runtime))
     adapter = Path(inspection.adapter_dir)
     key = hashlib.sha256(json.dumps({"adapter": adapter_fingerprint(adapter), "guard": adapter_fingerprint(guard_dir),
                                      "threshold": cfg.similarity_threshold, "v": SAFELORA_VERSION},
                                     sort_keys=True).encode()).hexdigest()[:20]
-    out = get_settings().cache_dir / "repairs" / key
+    out = runtime.cache_dir / "repairs" / key
     info_file = out.with_suffix(".json")
     if info_file.exists() and (out / "adapter_model.safetensors").exists():
         projection = json.loads(info_file.read_text())
@@ -340,8 +342,8 @@ def repair_adapter(inspection: Any, base_name: str, *, policy: str | None = None
         projection = repair_lora(adapter, guard_dir, out, threshold=cfg.similarity_threshold)
         atomic_write_text(info_file, json.dumps(projection))
     progress("repair", 1, 2, f"{projection['projected_layers']} of {projection['layers']} layers projected")
-    ev = evaluate_candidate(inspection, base_name, out, None, judge=judge, progress=progress)
-    verdict = decide(ev.metrics, inspection.to_dict(), load_policy(policy))
+    ev = evaluate_candidate(inspection, base_name, out, None, judge=judge, progress=progress, runtime=runtime)
+    verdict = decide(ev.metrics, inspection.to_dict(), load_policy(policy, runtime=runtime))
     progress("repair", 2, 2, f"repaired adapter: {verdict.decision}")
     return {
         "status": "done",

@@ -285,7 +285,7 @@ def cmd_check(args) -> int:
         training = _training_from_args(args)
         result = run_check(Path(args.path), kind=args.kind, base=args.base, policy=args.policy, judge=args.judge,
                            training=training, sweep=_sweep_runs(args), repair=args.repair,
-                           repair_config=_repair_config_from_args(args), progress=progress)
+                           repair_config=_repair_config_from_args(args), progress=progress, runtime=args.runtime)
     except (InputRejected, UnknownName) as exc:
         reason = exc.reason if isinstance(exc, InputRejected) else str(exc)
         code = exc.code if isinstance(exc, InputRejected) else "unknown_name"
@@ -318,16 +318,16 @@ def _write(args, text: str) -> None:
 def cmd_bootstrap(args) -> int:
     from evaluation.bases import get_base_spec, materialize
 
-    spec = get_base_spec(args.base)
-    path = materialize(spec.name, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    spec = get_base_spec(args.base, args.runtime)
+    path = materialize(spec.name, progress=lambda m: print(m, file=sys.stderr, flush=True), runtime=args.runtime)
     print(f"{spec.name}: ready at {path}")
     if args.measure:
         from evaluation.guard import guard_adapter_dir
 
-        adapter = guard_adapter_dir(materialize("guarded-smollm2"))
+        adapter = guard_adapter_dir(materialize("guarded-smollm2", runtime=args.runtime))
         from evaluation.gate import evaluate_submission
 
-        ev = evaluate_submission(spec.parent or spec.name, adapter, progress=TerminalProgress())
+        ev = evaluate_submission(spec.parent or spec.name, adapter, progress=TerminalProgress(), runtime=args.runtime)
         m = ev.metrics
         summary = {
             "raw_asr": m["asr"]["base"]["value"], "guarded_asr": m["asr"]["candidate"]["value"],
@@ -347,8 +347,8 @@ def cmd_make_adapter(args) -> int:
     from evaluation.gate import finetune_dataset
 
     try:
-        adapter = finetune_dataset(Path(args.dataset), args.base or _default_base(), _training_from_args(args),
-                                   progress=TerminalProgress())
+        adapter = finetune_dataset(Path(args.dataset), args.base or args.runtime.default_base,
+                                   _training_from_args(args), progress=TerminalProgress(), runtime=args.runtime)
     except InputRejected as exc:
         print(f"ftgate: input rejected: {exc.reason}", file=sys.stderr)
         return EXIT["rejected"]
@@ -362,12 +362,6 @@ def cmd_make_adapter(args) -> int:
         shutil.copytree(adapter, out)
         print(f"adapter written to {out}")
     return 0
-
-
-def _default_base() -> str:
-    from ftgate.settings import get_settings
-
-    return get_settings().default_base
 
 
 def cmd_list(args) -> int:
@@ -502,7 +496,23 @@ def main(argv: list[str] | None = None) -> int:
 
         return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
+    try:
+        args.runtime = _runtime_from_settings()
+    except ValueError as exc:  # pydantic's ValidationError is one: it names the setting and what is wrong
+        print(f"ftgate: invalid settings: {exc}", file=sys.stderr)
+        return EXIT["rejected"]
     return args.func(args)
+
+
+def _runtime_from_settings():
+    """The CLI's edge: the FTGATE_ settings, read once, become the evaluation core's runtime, installed for
+    this process (the registries and judges read it) and passed to the core's entry points."""
+    from evaluation.runtime import use_runtime
+    from ftgate.settings import get_settings
+
+    runtime = get_settings().runtime()
+    use_runtime(runtime)
+    return runtime
 
 
 if __name__ == "__main__":

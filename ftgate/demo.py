@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ftgate.cli import EXIT
+from ftgate.status import TERMINAL, SubmissionStatus
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 API = "/api/v1"
@@ -35,7 +36,6 @@ REPEAT_SECONDS = 15.0
 # follow the samples to their verdicts, and revoked as soon as the demo stops following them.
 DEMO_TOKEN_NAME = "ftgate demo: the bundled samples"
 DEMO_TOKEN_LIFETIME = timedelta(days=1)
-TERMINAL = {"done", "rejected", "failed", "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ class SampleWatch:
 
 def outcome(sample: Sample, sub: dict) -> str:
     where = f"examples/{sample.file}"
-    if sub["status"] == "done":
+    if sub["status"] == SubmissionStatus.DONE:
         decision = sub.get("decision")
         verdict = "as expected" if sample.as_expected(decision) else f"NOT as expected: {sample.expected}"
         return f"{where}: {str(decision).upper()} ({verdict})"

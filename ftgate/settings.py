@@ -9,12 +9,21 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluation.generation import DecodingConfig
+from evaluation.runtime import DTYPES, Runtime
 
-_DECODING = DecodingConfig()  # decoding defaults are declared once, in the evaluation core
+# What the evaluation core reads (its caches, device, defaults, limits, decoding) has its defaults declared
+# once, in the core's Runtime; Settings.runtime() hands these settings to the core.
+_RUNTIME = Runtime()
+_DECODING = _RUNTIME.decoding
+
+# The database pool of each process (services/db.py). The bounds keep a typo (50000) from exhausting the
+# server's connections and 0 from leaving a process with none.
+DEFAULT_POOL_SIZE, POOL_SIZE_RANGE = 5, (1, 100)
+DEFAULT_MAX_OVERFLOW, MAX_OVERFLOW_RANGE = 10, (0, 200)
 
 # The session cookie is only as secret as this key: anyone who knows it signs themselves in as anyone.
 MIN_SECRET_KEY_LENGTH = 32
@@ -42,21 +51,24 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------
     cache_dir: Path = Field(
-        default=Path.home() / ".cache" / "ftgate",
+        default=_RUNTIME.cache_dir,
         description="Converted base models, guarded base, base-result and fine-tune caches (safe to delete).",
     )
     data_dir: Path = Field(default=Path("var"), description="Embedded service state: SQLite file, uploads, broker.")
 
     # --- evaluation core ---------------------------------------------------------------
-    default_base: str = Field(default="guarded-smollm2", description="The base a check uses when it names none.")
-    bases_file: Path | None = Field(default=None, description="TOML file registering operator bases.")
-    default_judge: str = Field(default="embedded", description="The judge a check uses when it names none.")
-    default_policy: str = Field(default="default", description="The policy a check uses when it names none.")
-    policies_dir: Path | None = Field(default=None, description="Extra policy files (*.toml / *.yaml).")
+    default_base: str = Field(default=_RUNTIME.default_base, description="The base a check uses when it names none.")
+    bases_file: Path | None = Field(default=_RUNTIME.bases_file, description="TOML file registering operator bases.")
+    default_judge: str = Field(default=_RUNTIME.default_judge, description="The judge a check uses when it names none.")
+    default_policy: str = Field(default=_RUNTIME.default_policy, description="The policy a check uses when it names none.")
+    policies_dir: Path | None = Field(default=_RUNTIME.policies_dir, description="Extra policy files (*.toml / *.yaml).")
+    llama_guard_path: Path | None = Field(
+        default=_RUNTIME.llama_guard_path, description="Folder of a Llama Guard 3 checkpoint, for the llama-guard "
+        "judge (none: that judge is unavailable).")
     device: str = Field(
-        default="cpu", description="Where 4-bit bases and the llama-guard judge run (cpu, cuda, cuda:0); a cuda "
+        default=_RUNTIME.device, description="Where 4-bit bases and the llama-guard judge run (cpu, cuda, cuda:0); a cuda "
         "device also makes dtype auto choose bf16. Other bases are evaluated on the CPU.")
-    dtype: str = Field(default="auto", description="auto | bfloat16 | float32 (auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16, else fp32).")
+    dtype: str = Field(default=_RUNTIME.dtype, description="auto | bfloat16 | float32 (auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16, else fp32).")
     generation_batch_size: int = Field(default=_DECODING.batch_size, description="Prompts generated together.")
     max_new_tokens: int = Field(
         default=_DECODING.max_new_tokens, ge=1,
@@ -67,17 +79,17 @@ class Settings(BaseSettings):
         description="Harm-suite answers judged neither refused nor complied and cut off at max_new_tokens are "
                     "continued to this many tokens and judged again (a preamble before compliance); 0: off.")
     cache_candidate_results: bool = Field(
-        default=True, description="Serve a re-checked adapter's suite outputs from the cache (base outputs always are)."
+        default=_RUNTIME.cache_candidate_results, description="Serve a re-checked adapter's suite outputs from the cache (base outputs always are)."
     )
 
     # --- intake limits -----------------------------------------------------------------
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="A larger upload gets 413.")
-    max_archive_files: int = Field(default=16, description="Files an adapter archive may hold; more: rejected unread.")
+    max_archive_files: int = Field(default=_RUNTIME.max_archive_files, description="Files an adapter archive may hold; more: rejected unread.")
     max_unpacked_bytes: int = Field(
-        default=1024 * 1024 * 1024, description="Bytes an adapter may take unpacked (archive or folder); more "
+        default=_RUNTIME.max_unpacked_bytes, description="Bytes an adapter may take unpacked (archive or folder); more "
         "and it is rejected.")
-    max_adapter_rank: int = Field(default=256, description="The largest LoRA rank accepted; a higher one is rejected.")
-    max_dataset_examples: int = Field(default=100_000, description="Examples a dataset may hold; more: rejected.")
+    max_adapter_rank: int = Field(default=_RUNTIME.max_adapter_rank, description="The largest LoRA rank accepted; a higher one is rejected.")
+    max_dataset_examples: int = Field(default=_RUNTIME.max_dataset_examples, description="Examples a dataset may hold; more: rejected.")
     # Uploads under load (issue 12 #3). The caps are counted in the API process: see docs/security.md for
     # what a deployment with several API processes needs instead.
     upload_idle_timeout_seconds: float = Field(
@@ -120,6 +132,14 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(
         default=None, description="Uploads and stage work folders (a volume shared by the API and the "
         "workers). Empty: data_dir/storage.")
+    db_pool_size: int = Field(
+        default=DEFAULT_POOL_SIZE, description="Database connections each API or worker process keeps open "
+        f"(PostgreSQL; {POOL_SIZE_RANGE[0]} to {POOL_SIZE_RANGE[1]}). A request holds one only while it reads or "
+        "writes, never while an upload streams.")
+    db_max_overflow: int = Field(
+        default=DEFAULT_MAX_OVERFLOW, description="Connections a process may open beyond db_pool_size under load, "
+        f"closed again when returned ({MAX_OVERFLOW_RANGE[0]} to {MAX_OVERFLOW_RANGE[1]}). Size the server's "
+        "max_connections for (db_pool_size + db_max_overflow) x processes.")
     secret_key: str = Field(
         default="",
         description=f"Signs web session cookies; at least {MIN_SECRET_KEY_LENGTH} characters. Empty: `ftgate serve` "
@@ -152,9 +172,32 @@ class Settings(BaseSettings):
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, v: str) -> str:
-        if v not in {"auto", "bfloat16", "float32"}:
-            raise ValueError("dtype must be auto, bfloat16 or float32")
+        if v not in DTYPES:
+            raise ValueError(f"FTGATE_DTYPE must be {', '.join(DTYPES)}")
         return v
+
+    @field_validator("db_pool_size", "db_max_overflow")
+    @classmethod
+    def _pool_in_range(cls, v: int, info: ValidationInfo) -> int:
+        name = str(info.field_name)
+        low, high = POOL_SIZE_RANGE if name == "db_pool_size" else MAX_OVERFLOW_RANGE
+        if not low <= v <= high:
+            raise ValueError(f"FTGATE_{name.upper()} must be from {low} to {high}, not {v}")
+        return v
+
+    def runtime(self) -> Runtime:
+        """What the evaluation core reads, from these settings: the one place that maps them (see
+        evaluation/runtime.py)."""
+        return Runtime(
+            cache_dir=self.cache_dir, device=self.device, dtype=self.dtype, bases_file=self.bases_file,
+            policies_dir=self.policies_dir, llama_guard_path=self.llama_guard_path, default_base=self.default_base,
+            default_judge=self.default_judge, default_policy=self.default_policy,
+            decoding=DecodingConfig(max_new_tokens=self.max_new_tokens, batch_size=self.generation_batch_size,
+                                    extended_max_new_tokens=self.extended_max_new_tokens),
+            cache_candidate_results=self.cache_candidate_results, max_dataset_examples=self.max_dataset_examples,
+            max_archive_files=self.max_archive_files, max_unpacked_bytes=self.max_unpacked_bytes,
+            max_adapter_rank=self.max_adapter_rank,
+        )
 
     def require_secure_secret_key(self) -> None:
         """Raise InsecureSecretKey, saying how to fix it, unless the session key is safe to sign with."""

@@ -1,26 +1,14 @@
-"""SQLAlchemy 2.0 ORM models of the ftgate service (no other layer of the project is imported here)."""
+"""SQLAlchemy 2.0 ORM models of the ftgate service: the tables (entities.py), the base class and UTC times
+(base.py), and the statuses, re-exported from ftgate/status.py.
+
+Imports SQLAlchemy and ftgate.status (standard library only); no other layer of the project. Start with
+entities.py: ``Submission`` and what hangs off it. Migrations of these tables: migrations/.
+"""
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from models.base import Base, utcnow
-from models.entities import (
-    ApiToken,
-    AuditEvent,
-    BaseModelRecord,
-    EvaluationRun,
-    LoginThrottle,
-    Organisation,
-    PolicyRecord,
-    Review,
-    Sample,
-    StageRun,
-    Submission,
-    User,
-    VerdictRecord,
-    new_id,
-)
-from models.status import (
+from ftgate.status import (
     ACTIVE,
     CLAIMABLE_FROM,
     STAGE_QUEUE,
@@ -37,6 +25,23 @@ from models.status import (
     SubmissionStatus,
     can_transition,
     sources_of,
+)
+from models.base import Base, utcnow
+from models.entities import (
+    ApiToken,
+    AuditEvent,
+    BaseModelRecord,
+    EvaluationRun,
+    LoginThrottle,
+    Organisation,
+    PolicyRecord,
+    Review,
+    Sample,
+    StageRun,
+    Submission,
+    User,
+    VerdictRecord,
+    new_id,
 )
 
 __all__ = [

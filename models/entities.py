@@ -20,8 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ftgate.status import Decision, Kind, ReviewState, Role, Stage, StageRunStatus, SubmissionStatus
 from models.base import Base, JSONType, UTCDateTime, utcnow
-from models.status import Decision, Kind, ReviewState, Role, Stage, StageRunStatus, SubmissionStatus
 
 
 def _in(column: str, enum) -> str:

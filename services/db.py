@@ -12,10 +12,15 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from ftgate.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
+
 ROOT = Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _makers: dict[str, sessionmaker[Session]] = {}
+# (pool_size, max_overflow) per URL, as the edges configure them from the settings (FTGATE_DB_POOL_SIZE,
+# FTGATE_DB_MAX_OVERFLOW); a URL nobody configured gets the settings' defaults.
+_pools: dict[str, tuple[int, int]] = {}
 
 
 def clean(obj):
@@ -44,6 +49,19 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def configure_pool(url: str, pool_size: int, max_overflow: int) -> None:
+    """The connection pool the engine of ``url`` is made with (an edge calls it with its settings before its
+    first session). An engine already made with another pool is disposed, so the next use makes it anew."""
+    with _lock:
+        if _pools.get(url) == (pool_size, max_overflow):
+            return
+        _pools[url] = (pool_size, max_overflow)
+        engine = _engines.pop(url, None)
+        _makers.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
 def get_engine(url: str) -> Engine:
     with _lock:
         engine = _engines.get(url)
@@ -56,7 +74,9 @@ def get_engine(url: str) -> Engine:
                                        json_serializer=json_dumps)
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, json_serializer=json_dumps)
+                pool_size, max_overflow = _pools.get(url, (DEFAULT_POOL_SIZE, DEFAULT_MAX_OVERFLOW))
+                engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
+                                       json_serializer=json_dumps)
             _engines[url] = engine
         return engine
 

@@ -1,7 +1,7 @@
 """The submission lifecycle: create, claim a stage, heartbeat, progress, complete, fail, cancel, review, reap.
 
 Every status change goes through ``_transition``: a conditional UPDATE whose WHERE lists the statuses the
-state machine (models.status.TRANSITIONS) allows to reach the target, so two actors racing on one
+state machine (ftgate.status.TRANSITIONS) allows to reach the target, so two actors racing on one
 submission cannot both win, and a redelivered task does nothing twice. Each change is recorded in the
 append-only audit log in the same transaction. Callers commit, and only then enqueue the next stage.
 """

@@ -54,6 +54,7 @@ from tasks.heartbeat import TRANSIENT, ClaimLost, StageRunner
 
 if TYPE_CHECKING:
     from evaluation.policy import SweepRun
+    from evaluation.runtime import Runtime
 
 log = logging.getLogger("ftgate.tasks")
 S = SubmissionStatus
@@ -134,11 +135,11 @@ def _training(sub: Submission):
     return TrainingConfig.from_overrides(sub.training or {})  # raises InputRejected for bad overrides
 
 
-def _sweep(sub: Submission) -> tuple[SweepRun, ...]:
+def _sweep(sub: Submission, runtime: Runtime) -> tuple[SweepRun, ...]:
     """The policy's sweep (evaluation.policy.SweepRun entries); empty: one fine-tune with the submission's options."""
     from evaluation.policy import load_policy
 
-    return load_policy(sub.policy_name).sweep
+    return load_policy(sub.policy_name, runtime=runtime).sweep
 
 
 # The finetune stage's list of a sweep's runs for the evaluate stage: each run's training options and adapter, as
@@ -158,16 +159,17 @@ def _stage_inspect(runner: StageRunner, sub: Submission, storage: Storage) -> St
     if training is not None:  # a sweep run out of bounds with these options is refused now, not after screening
         from evaluation.policy import training_runs
 
-        training_runs(_sweep(sub), training)
+        training_runs(_sweep(sub, runner.settings.runtime()), training)
     preference_side = training.preference_side if training else "rejected"
     artifact = storage.path(sub.artifact_path)
-    options = {"workdir": workdir, "policy": sub.policy_name, "preference_side": preference_side}
     settings = runner.settings
+    runtime = settings.runtime()
+    options = {"workdir": workdir, "policy": sub.policy_name, "preference_side": preference_side, "runtime": runtime}
     if settings.inspection_seconds > 0:  # the artifact is the tenant's: a hang or a blow-up costs a child only
         runner.progress("inspect", 0, 1, "inspecting in a limited child process")
         insp = gate.Inspection.from_dict(run_limited(
             gate.inspect_as_dict, {"path": artifact, "kind": sub.kind, "base_name": sub.base_name, **options},
-            seconds=settings.inspection_seconds, memory_bytes=settings.inspection_memory_bytes, settings=settings))
+            seconds=settings.inspection_seconds, memory_bytes=settings.inspection_memory_bytes, runtime=runtime))
     else:
         insp = gate.inspect_submission(artifact, sub.kind, sub.base_name, **options, progress=runner.progress)
     values: dict[str, Any] = {"inspection": insp.to_dict()}
@@ -192,17 +194,20 @@ def _stage_finetune(runner: StageRunner, sub: Submission, storage: Storage) -> S
 
     gate = _gate()
     insp = gate.Inspection.from_dict(sub.inspection)
+    runtime = runner.settings.runtime()
     workdir = storage.workdir(sub.id, "finetune")
-    sweep = _sweep(sub)
+    sweep = _sweep(sub, runtime)
     runs = training_runs(sweep, _training(sub))
     if not sweep:
         (workdir / SWEEP_MANIFEST).unlink(missing_ok=True)  # an earlier attempt's, under a policy since edited
-        adapter_dir = gate.finetune_submission(insp, sub.base_name, runs[0], workdir=workdir, progress=runner.progress)
+        adapter_dir = gate.finetune_submission(insp, sub.base_name, runs[0], workdir=workdir, progress=runner.progress,
+                                               runtime=runtime)
         return StageOutcome(S.EVALUATING, {"adapter_path": _stored(storage, adapter_dir)})
     manifest = []
     for i, cfg in enumerate(runs, 1):
         adapter_dir = gate.finetune_submission(insp, sub.base_name, cfg, workdir=workdir / f"run-{i}",
-                                               progress=labelled(runner.progress, "fine-tune", i, len(runs), cfg))
+                                               progress=labelled(runner.progress, "fine-tune", i, len(runs), cfg),
+                                               runtime=runtime)
         manifest.append({"training": asdict(cfg), "adapter_path": _stored(storage, adapter_dir)})
     atomic_write_text(workdir / SWEEP_MANIFEST, json.dumps(manifest))
     return StageOutcome(S.EVALUATING, {"adapter_path": manifest[0]["adapter_path"]})
@@ -218,10 +223,11 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage) -> S
         raise RuntimeError("no adapter to evaluate (inspection recorded none)")
     started = time.monotonic()
     insp = gate.Inspection.from_dict(sub.inspection)
+    runtime = runner.settings.runtime()
     manifest = _sweep_manifest(storage, sub) if sub.kind == Kind.DATASET else None
     if manifest is None:
         ev = gate.evaluate_candidate(insp, sub.base_name, _resolve(storage, sub.adapter_path), _training(sub),
-                                     progress=runner.progress)
+                                     progress=runner.progress, runtime=runtime)
         data = ev.to_dict()
         first, fingerprint, metrics = data, _adapter_fingerprint(_resolve(storage, sub.adapter_path)), data.get("metrics")
     else:
@@ -230,7 +236,8 @@ def _stage_evaluate(runner: StageRunner, sub: Submission, storage: Storage) -> S
             cfg = TrainingConfig.from_overrides(run["training"])
             adapter = _resolve(storage, run["adapter_path"])
             ev = gate.evaluate_candidate(insp, sub.base_name, adapter, cfg,
-                                         progress=labelled(runner.progress, "evaluate", i, len(manifest), cfg))
+                                         progress=labelled(runner.progress, "evaluate", i, len(manifest), cfg),
+                                         runtime=runtime)
             runs.append({"training": run["training"], "adapter_fingerprint": _adapter_fingerprint(adapter),
                          "evaluation": ev.to_dict()})
         # One row holds every run; the decide stage picks the worst. Each run's adapter fingerprint is in its entry.
@@ -272,19 +279,20 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
         ev_row = s.scalar(select(EvaluationRun).where(EvaluationRun.submission_id == sub.id))
         ev_data = ev_row.data if ev_row is not None else None
     runner.check()
-    result = _decide(gate, insp, ev_data, sub)
+    result = _decide(gate, insp, ev_data, sub, runner.settings.runtime())
     report = result.report
     verdict = report.get("verdict") or {}
     decision = verdict.get("decision")
     if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples: list[SampleRecord] = list(result.samples or [])
-    repair = _repair_after(sub, verdict)
+    repair = _repair_after(sub, verdict, runner.settings.runtime())
     if repair is not None:
         report["repair"] = repair
 
     def save(session: Session) -> None:
-        policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"))
+        policy_id = _policy_snapshot(session, verdict.get("policy") or sub.policy_name, verdict.get("policy_hash"),
+                                     runner.settings.runtime())
         session.add(
             VerdictRecord(
                 submission_id=sub.id, decision=decision, reasons=list(verdict.get("reasons") or []),
@@ -314,7 +322,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     return StageOutcome(S.DONE, values, save)
 
 
-def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission) -> Any:
+def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission, runtime: Runtime) -> Any:
     """The verdict of the stored evaluation: of each run of a sweep, keeping the worst (evaluation/sweep.py), or of
     the one evaluation; an adapter's report says when the policy's sweep did not apply to it."""
     from evaluation import sweep as sweeps
@@ -323,17 +331,18 @@ def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission) -> Any:
     if ev_data is not None and "sweep" in ev_data:
         runs = [TrainingConfig.from_overrides(run["training"]) for run in ev_data["sweep"]]
         results = [gate.decide_submission(insp, gate.Evaluation.from_dict(run["evaluation"]), sub.policy_name,
-                                          training=cfg) for run, cfg in zip(ev_data["sweep"], runs, strict=True)]
+                                          training=cfg, runtime=runtime)
+                   for run, cfg in zip(ev_data["sweep"], runs, strict=True)]
         return sweeps.keep_worst(results, runs, [run["adapter_fingerprint"] for run in ev_data["sweep"]])
     ev = gate.Evaluation.from_dict(ev_data) if ev_data is not None else None
-    result = gate.decide_submission(insp, ev, sub.policy_name, training=_training(sub))
-    sweep = _sweep(sub) if sub.kind == Kind.ADAPTER and ev is not None else ()
+    result = gate.decide_submission(insp, ev, sub.policy_name, training=_training(sub), runtime=runtime)
+    sweep = _sweep(sub, runtime) if sub.kind == Kind.ADAPTER and ev is not None else ()
     if sweep:
         sweeps.note_not_applied(result.report, len(sweep))
     return result
 
 
-def _repair_after(sub: Submission, verdict: dict) -> dict | None:
+def _repair_after(sub: Submission, verdict: dict, runtime: Runtime) -> dict | None:
     """The report's ``repair`` object as the decide stage leaves it: ``{"status": "pending", "mode"}`` when the
     repair stage is to run (a safety block or review, a mode other than off); else why not, when the
     submitter asked for a repair; else None. A request the policy no longer allows (it changed since the
@@ -342,7 +351,7 @@ def _repair_after(sub: Submission, verdict: dict) -> dict | None:
     from evaluation.policy import load_policy
     from evaluation.repair import repair_mode, safety_findings
 
-    policy = load_policy(sub.policy_name)
+    policy = load_policy(sub.policy_name, runtime=runtime)
     try:
         mode = repair_mode(sub.repair, policy.repair, policy.name)
     except InputRejected as e:
@@ -386,7 +395,7 @@ def _stage_repair(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
         kept = _kept_training(sub, row.report)
     try:
         repair = gate.repair_submission(insp, sub.base_name, verdict, kept, policy=sub.policy_name,
-                                        mode=mode, progress=runner.progress)
+                                        mode=mode, progress=runner.progress, runtime=runner.settings.runtime())
         if repair.get("status") == "done":
             repair["adapter_path"] = _stored(storage, _zip_adapter(Path(repair["adapter_path"]),
                                                                    storage.workdir(sub.id, "repair")))
@@ -422,7 +431,7 @@ def _zip_adapter(adapter_dir: Path, dest_dir: Path) -> Path:
     return out
 
 
-def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None:
+def _policy_snapshot(session, name: str, content_hash: str | None, runtime: Runtime) -> int | None:
     """The policy a verdict used, stored once per (name, content hash)."""
     if not content_hash:
         return None
@@ -432,7 +441,7 @@ def _policy_snapshot(session, name: str, content_hash: str | None) -> int | None
             from evaluation.policy import load_policy
             from services.catalog import jsonable
 
-            body = jsonable(load_policy(name))
+            body = jsonable(load_policy(name, runtime=runtime))
         except Exception:
             body = {}
         try:

@@ -6,7 +6,9 @@ One module a room: ``account`` (sign in and out), ``submissions`` (upload, my su
 page), ``review`` (queue and review page), ``admin``; what they share is in ``web`` (rendering, CSRF, flash,
 page errors, who is signed in). Beside them, pure helpers: ``charts`` (the SVG geometry), ``report_view``
 (a report in words and rows) and ``filters`` (the templates' formatting). The app factory includes
-``router`` and calls ``setup``.
+``router`` and calls ``setup``. May import services (queries.py for every read), models and the core's light
+helpers (formatting, files); never tasks or torch. Start with web.py, then submissions.py. What the pages
+show: docs/ui.md.
 
 Sessions: the app's signed session cookie (Starlette's SessionMiddleware: itsdangerous, the settings'
 secret_key, HttpOnly, SameSite=Lax) holds the user id under ``api.deps.SESSION_USER_KEY`` and a

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from evaluation.formatting import percent
+
 
 @dataclass
 class Stat:
@@ -65,7 +67,7 @@ def asr_chart(metrics: dict, width: int = 480) -> dict | None:
         groups.append({"label": label, "y_label": y_label, "bars": bars, "delta": delta})
         y += group_gap
     height = y + 22
-    ticks = [{"x": round(left + plot_w * t, 1), "label": f"{int(t * 100)}%"} for t in (0, 0.25, 0.5, 0.75, 1.0)]
+    ticks = [{"x": round(left + plot_w * t, 1), "label": percent(t, digits=0)} for t in (0, 0.25, 0.5, 0.75, 1.0)]
     return {"width": width, "height": height, "left": left, "plot_w": plot_w, "groups": groups, "ticks": ticks,
             "axis_y": height - 18, "bar_h": bar_h, "id": f"asr{width}"}
 
@@ -92,6 +94,6 @@ def pair_chart(m: dict | None, title: str, better: str) -> dict | None:
                 bar["lo_y"] = round(top + plot_h * (1 - _clamp01(s.lo)), 1)
                 bar["hi_y"] = round(top + plot_h * (1 - _clamp01(s.hi)), 1)
         bars.append(bar)
-    ticks = [{"y": round(top + plot_h * (1 - t), 1), "label": f"{int(t * 100)}%"} for t in (0, 0.5, 1.0)]
+    ticks = [{"y": round(top + plot_h * (1 - t), 1), "label": percent(t, digits=0)} for t in (0, 0.5, 1.0)]
     return {"title": title, "better": better, "width": width, "height": height, "top": top, "left": left,
             "plot_h": plot_h, "axis_y": top + plot_h, "bars": bars, "ticks": ticks, "delta": Stat.of(m.get("delta"))}

@@ -51,14 +51,13 @@ def fmt_ago(v: Any) -> str:
 def pct(v: Any, digits: int = 1) -> str:
     """A rate as a percentage, as the CLI and the policy's reasons write it (evaluation.formatting.percent):
     0.633 -> '63.3%'. ``digits=0`` for the short labels of charts and queue rows: '63%'."""
-    if v is None:
-        return MISSING
-    return percent(float(v)) if digits == 1 else f"{100 * float(v):.{digits}f}%"
+    return MISSING if v is None else percent(float(v), digits=digits)
 
 
-def pts(v: Any) -> str:
-    """A change of a rate, in percentage points with a sign (evaluation.formatting.points): '+59.3 pts'."""
-    return MISSING if v is None else f"{points(float(v))} pts"
+def pts(v: Any, unit: bool = True) -> str:
+    """A change of a rate, in percentage points with a sign (evaluation.formatting.points): '+59.3 pts';
+    ``unit=False`` for the bounds of an interval whose value already names it: '+59.3'."""
+    return MISSING if v is None else points(float(v)) + (" pts" if unit else "")
 
 
 def fmt_bytes(n: Any) -> str:

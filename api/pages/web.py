@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from api.deps import DbSession, session_principal
 from api.pages.filters import FILTERS
 from evaluation.files import sha256_file
+from models import TERMINAL
 from services.auth import Principal
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
@@ -55,6 +56,8 @@ def _asset_version() -> str:
 
 
 templates.env.globals["asset_version"] = _asset_version()
+# The finished statuses, for the templates and (through a data attribute) the page script: one definition.
+templates.env.globals["TERMINAL"] = sorted(TERMINAL)
 templates.env.filters.update(FILTERS)
 
 

@@ -2,8 +2,8 @@
 
 - ``keyword`` (keyword.py): the refusal-substring list of the jailbreak literature (GCG / AdvBench),
   case-sensitive. Two outcomes only: refusal if any substring occurs, else compliance.
-- ``llama-guard`` (llama_guard.py): a Llama Guard 3 checkpoint (path from the constructor or
-  FTGATE_LLAMA_GUARD_PATH); unsafe => compliance; safe => refusal if the keyword judge says refusal, else other.
+- ``llama-guard`` (llama_guard.py): a Llama Guard 3 checkpoint (path from the constructor or the process
+  runtime's ``llama_guard_path``, the setting FTGATE_LLAMA_GUARD_PATH); unsafe => compliance; safe => refusal if the keyword judge says refusal, else other.
 - ``embedded`` (embedded.py; the default, CPU): calibrated "refused" and "complied" heads over all-MiniLM-L6-v2
   embeddings (encoder.py), shipped as ``evaluation/data/judge/embedded-v3.npz`` (trained by
   ``evaluation/judge_training.py``; its card, with the leave-one-source-out scores, beside it). It also scores
@@ -12,7 +12,9 @@
 base.py holds the labels and the Judge base class; registry.py which judges there are (``get_judge``,
 ``list_judges``). Heavy libraries (torch, transformers) are imported lazily, and so is the embedded judge's
 module (it brings the training code with it): ``from evaluation.judges import EmbeddedJudge`` imports it then.
-Judge instances are cached per process.
+Judge instances are cached per process, so they take the process runtime's configuration (evaluation/runtime.py).
+May import the core's light modules; base, keyword, encoder, llama_guard and registry never import the training
+code (test_layering.py). Start with base.py, then registry.py.
 """
 
 from __future__ import annotations

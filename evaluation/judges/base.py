@@ -50,9 +50,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _setting(name: str) -> Any:
-    try:
-        from ftgate.settings import get_settings
+    """A field of the process runtime: judges are built once per process (get_judge), so they take the
+    process's configuration, not a call's."""
+    from evaluation.runtime import current_runtime
 
-        return getattr(get_settings(), name, None)
-    except Exception:  # settings invalid or absent: the judge still works from its arguments
-        return None
+    return getattr(current_runtime(), name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 from pathlib import Path
@@ -85,7 +84,7 @@ class LlamaGuardJudge(Judge):
 
     def __init__(self, path: str | Path | None = None, *, max_new_tokens: int = 20, batch_size: int = 8):
         if path is None:
-            path = _setting("llama_guard_path") or os.environ.get("FTGATE_LLAMA_GUARD_PATH")
+            path = _setting("llama_guard_path")
         if not path:
             raise JudgeUnavailable(
                 "llama-guard judge needs a Llama Guard 3 checkpoint: set FTGATE_LLAMA_GUARD_PATH to its folder"
@@ -118,11 +117,10 @@ class LlamaGuardJudge(Judge):
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
             tok.padding_side = "left"
-            device = _setting("device") or "cpu"
+            device = _setting("device")
             dtype = torch.float32 if _setting("dtype") == "float32" else torch.bfloat16
             model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=dtype)
-            # transformers' wrapper of Module.to is typed as if the model were its first argument
-            model.to(device).eval()  # type: ignore[arg-type]
+            model.to(device).eval()
             self._tokenizer, self._model = tok, model
 
     def build_prompt(self, request: str, response: str) -> str:

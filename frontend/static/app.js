@@ -153,7 +153,6 @@
   }
 
   /* -------------------------------------------------------------- progress */
-  var TERMINAL = ["done", "rejected", "failed", "cancelled"];
   var WORDS = {
     queued: "Waiting for a worker", inspecting: "Inspecting the upload",
     finetuning: "Fine-tuning the base model on your dataset",
@@ -163,6 +162,7 @@
   function initProgress(card) {
     var url = card.dataset.poll;
     if (!url) return;
+    var terminal = (card.dataset.terminal || "").split(" ");  // the service's finished statuses (ftgate/status.py)
     var bar = card.querySelector("#progress-bar");
     var pct = card.querySelector("#progress-pct");
     var msg = card.querySelector("#progress-message");
@@ -171,7 +171,7 @@
     var failures = 0;
 
     function update(d) {
-      if (TERMINAL.indexOf(d.status) >= 0) { window.location.reload(); return true; }
+      if (terminal.indexOf(d.status) >= 0) { window.location.reload(); return true; }
       var p = (d.progress && d.progress.percent) || 0;
       if (bar) bar.value = p;
       if (pct) pct.textContent = Math.round(p) + "%";

@@ -23,6 +23,17 @@ def run_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def settings_runtime():
+    """The tier's in-process calls to the core (materialize, finetune_dataset) run as the CLI it starts does:
+    with the FTGATE_ settings of this environment (its cache dir above all), read once and installed."""
+    from ftgate.settings import get_settings
+    from tests.helpers.runtime import installed_runtime
+
+    with installed_runtime(get_settings().runtime()) as runtime:
+        yield runtime
+
+
 @pytest.fixture(scope="session")
 def guarded_base_dir() -> Path:
     from evaluation.bases import materialize

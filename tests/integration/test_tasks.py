@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from evaluation.adapters import adapter_fingerprint
 from evaluation.records import SampleRecord
+from evaluation.runtime import Runtime
 from models import EvaluationRun, Sample, Stage, StageRun, Submission, VerdictRecord
 from services import submissions as lc
 from services.auth import Principal, create_user
@@ -46,7 +47,11 @@ def gate(monkeypatch):
                  repair_error=None, repair_decision="approve",
                  asr_delta_of=None)  # asr_delta_of(training) -> (value, lo, decision): a sweep's runs differ
 
-    def inspect_submission(path, kind, base, *, workdir, policy=None, preference_side="rejected", progress):
+    # Every stage hands the core the worker's settings as a Runtime (required here: a stage that forgot
+    # would have the core run on the process's defaults).
+    def inspect_submission(path, kind, base, *, workdir, policy=None, preference_side="rejected", progress,
+                           runtime):
+        assert isinstance(runtime, Runtime)
         calls.append("inspect")
         assert Path(path).exists()
         progress("inspect", 0, 1, "looking")
@@ -61,7 +66,8 @@ def gate(monkeypatch):
             return FakeInspection(kind, adapter_dir=str(d))
         return FakeInspection(kind, dataset_path=str(path), early_verdict=g.early)
 
-    def finetune_submission(insp, base, training, *, workdir, progress):
+    def finetune_submission(insp, base, training, *, workdir, progress, runtime):
+        assert isinstance(runtime, Runtime)
         calls.append(f"finetune:{training.steps}")
         for i in range(3):
             progress("finetune", i + 1, 3, "step")
@@ -71,7 +77,8 @@ def gate(monkeypatch):
         (d / "adapter_model.safetensors").write_bytes(f"ft {training.lr} {training.steps}".encode())
         return d
 
-    def evaluate_candidate(insp, base, adapter_dir, training=None, *, progress, judge=None):
+    def evaluate_candidate(insp, base, adapter_dir, training=None, *, progress, judge=None, runtime):
+        assert isinstance(runtime, Runtime)
         calls.append("evaluate")
         assert (training is None) == (insp.kind == "adapter")  # datasets carry their recipe for the control
         assert Path(adapter_dir, "adapter_model.safetensors").exists()
@@ -97,7 +104,8 @@ def gate(monkeypatch):
                                                     base_response="no", candidate_response="no", base_label="refusal",
                                                     candidate_label="refusal")])
 
-    def decide_submission(insp, ev, policy, *, training=None):
+    def decide_submission(insp, ev, policy, *, training=None, runtime):
+        assert isinstance(runtime, Runtime)
         calls.append("decide")
         decision = (ev.metrics.get("decision", g.decision) if ev is not None else insp.early_verdict["decision"])
         report = {"verdict": {"decision": decision, "reasons": ["because"], "policy": policy, "policy_hash": "ph",
@@ -106,7 +114,8 @@ def gate(monkeypatch):
         return types.SimpleNamespace(report=report, samples=ev.samples if ev else [])
 
     def repair_submission(insp, base, verdict, training=None, *, policy=None, judge=None, mode="offer",
-                          config=None, progress):
+                          config=None, progress, runtime):
+        assert isinstance(runtime, Runtime)
         calls.append(f"repair:{mode}")
         assert verdict["decision"] == g.decision  # the original verdict
         assert (training is None) == (insp.kind == "adapter")  # a dataset's recipe; an adapter has none
@@ -203,17 +212,14 @@ def test_dataset_is_finetuned_with_overrides_and_review_is_pending(service_setti
 
 
 @pytest.fixture
-def sweep_policy(tmp_path, monkeypatch):
-    """An operator policy 'two-runs' whose sweep fine-tunes every dataset twice."""
-    from ftgate.settings import get_settings
-
+def sweep_policy(service_settings, tmp_path):
+    """An operator policy 'two-runs' whose sweep fine-tunes every dataset twice, in the policy folder of this
+    test's service settings (the worker hands them to the core with every stage)."""
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "two-runs.toml").write_text("sweep = [{lr = 2e-4, steps = 50}, {lr = 5e-4, steps = 300}]\n")
-    monkeypatch.setenv("FTGATE_POLICIES_DIR", str(folder))
-    get_settings.cache_clear()
-    yield "two-runs"
-    get_settings.cache_clear()
+    service_settings.policies_dir = folder  # this test's copy (function-scoped)
+    return "two-runs"
 
 
 def test_a_policy_sweep_fine_tunes_and_evaluates_every_run_and_keeps_the_worst(

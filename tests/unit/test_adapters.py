@@ -39,9 +39,9 @@ def base() -> BaseShape:
     return tiny_base_shape()
 
 
-def refused(path: Path, base: BaseShape, workdir: Path) -> InputRejected:
+def refused(path: Path, base: BaseShape, workdir: Path, runtime=None) -> InputRejected:
     with pytest.raises(InputRejected) as info:
-        inspect_adapter(path, base, workdir=workdir)
+        inspect_adapter(path, base, workdir=workdir, runtime=runtime)
     assert "\n" not in info.value.reason
     return info.value
 
@@ -226,12 +226,11 @@ def test_config_missing_peft_type(tmp_path, base):
     assert err.code == "missing_field" and "'peft_type'" in err.reason
 
 
-def test_rank_over_limit_refused(tmp_path, base, monkeypatch):
-    from ftgate.settings import get_settings
+def test_rank_over_limit_refused(tmp_path, base):
+    from evaluation.runtime import Runtime
 
-    monkeypatch.setattr(get_settings(), "max_adapter_rank", 8)
     src = make_adapter(tmp_path / "a", r=16)
-    err = refused(src, base, tmp_path / "w")
+    err = refused(src, base, tmp_path / "w", runtime=Runtime(max_adapter_rank=8))
     assert err.code == "rank_too_large" and "16" in err.reason and "8" in err.reason
 
 

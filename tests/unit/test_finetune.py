@@ -199,6 +199,30 @@ def test_training_key_changes_with_data_base_and_config():
                 training_key("data", "base", replace(cfg, preference_side="chosen"))}) == 6
 
 
+def test_training_key_changes_with_the_training_code(monkeypatch):
+    """A fine-tune made by other training code is never served from the cache (issue 10)."""
+    from evaluation import finetune
+    from evaluation.files import sha256_file
+
+    assert finetune.training_code_version() == sha256_file(Path(finetune.__file__))[:16]
+    today = training_key("data", "base", TrainingConfig())
+    monkeypatch.setattr(finetune, "training_code_version", lambda: "edited-training-code")
+    assert training_key("data", "base", TrainingConfig()) != today
+
+
+def test_the_training_code_the_key_hashes_is_all_in_finetune_py():
+    """training_code_version hashes evaluation/finetune.py alone: a step of training moved to another module of
+    the project would change fine-tunes without changing their key. What it may import does not train."""
+    import ast
+
+    from evaluation import finetune
+
+    tree = ast.parse(Path(finetune.__file__).read_text(encoding="utf-8"))
+    project = {node.module for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("evaluation")}
+    assert project == {"evaluation.errors", "evaluation.fields", "evaluation.files", "evaluation.progress"}
+
+
 def test_examples_fingerprint_follows_the_content():
     fp = examples_fingerprint(EXAMPLES)
     assert fp == examples_fingerprint([chat_example(e.messages[0]["content"], e.messages[1]["content"], line=99)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.finetune import TrainingConfig
+from tests.helpers.runtime import installed_runtime
 from tests.helpers.tiny import save_tiny_base, torch_threads
 
 BASE = "tiny-test-base"
@@ -28,7 +29,9 @@ RECIPE = {"steps": 2, "rank": 4, "alpha": 8, "batch_size": 4, "optimizer": "adam
 @pytest.fixture(scope="module")
 def tiny_gate(tmp_path_factory):
     """Settings for this module: the tiny base registered, a fresh cache, fp32, the keyword judge and short
-    answers (the keyword judge labels no answer 'other', so no second window is read)."""
+    answers (the keyword judge labels no answer 'other', so no second window is read). They are read as an
+    edge reads them (FTGATE_ variables -> Settings -> Runtime) and installed as the process runtime, which the
+    gate's functions use when they are handed none; `ftgate check` reads the same variables itself."""
     from evaluation.bases import evict_base
     from ftgate.settings import get_settings
 
@@ -42,7 +45,8 @@ def tiny_gate(tmp_path_factory):
             mp.setenv(f"FTGATE_{key}", str(value))
         get_settings.cache_clear()
         try:
-            yield root / "cache"
+            with installed_runtime(get_settings().runtime()):
+                yield root / "cache"
         finally:
             evict_base(BASE)
             get_settings.cache_clear()
@@ -88,6 +92,14 @@ def test_a_fine_tuned_dataset_is_measured_against_its_base_and_the_benign_contro
     assert edited.cache["base_results"] == "miss" and edited.cache["candidate_results"] == "miss"
     assert len(list((tiny_gate / "controls").glob("*.json"))) == 2
     assert edited.metrics == ev.metrics  # the "edit" changed no code that runs: the same numbers
+
+    # Today's training code is another: the fine-tune is not served from the cache but made again.
+    from evaluation import finetune
+
+    monkeypatch.setattr(finetune, "training_code_version", lambda: "edited-training-code")
+    retrained = gate.finetune_submission(insp, BASE, cfg)
+    assert retrained != adapter and (retrained / "adapter_model.safetensors").exists()
+    assert len(list((tiny_gate / "finetunes").iterdir())) == 3
 
 
 def _assert_the_worst_run_is_the_report(report: dict) -> None:

@@ -18,7 +18,7 @@ from tests.helpers.gate_inputs import a_screening, an_evaluation, an_inspection
 REPORT_DOC = Path(__file__).resolve().parents[2] / "docs" / "report.md"
 FALLBACK_KEYS = ["schema_version", "verdict", "artifact", "inspection", "base", "judge", "suites", "decoding",
                  "training", "seed", "code_version", "metrics", "flipped_examples", "timings"]
-OPTIONAL = {"sweep"}  # documented as "absent" unless --sweep
+OPTIONAL = {"sweep", "repair"}  # documented as "absent" unless --sweep / unless a repair was asked for
 
 
 def documented_fields() -> list[str]:

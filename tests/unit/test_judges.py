@@ -20,7 +20,6 @@ from evaluation.judges import (
     get_judge,
     heldout_accuracy,
     list_judges,
-    llama_guard,
     parse_llama_guard_output,
 )
 
@@ -179,10 +178,13 @@ def test_llama_guard_unparseable_generation_raises(tiny_guard_dir, monkeypatch):
 
 
 def test_llama_guard_needs_a_checkpoint(monkeypatch, tmp_path):
-    monkeypatch.delenv("FTGATE_LLAMA_GUARD_PATH", raising=False)
-    monkeypatch.setattr(llama_guard, "_setting", lambda name: None)
-    with pytest.raises(judges.JudgeUnavailable, match="FTGATE_LLAMA_GUARD_PATH"):
-        LlamaGuardJudge()
+    from evaluation.runtime import Runtime
+    from tests.helpers.runtime import installed_runtime
+
+    monkeypatch.setenv("FTGATE_LLAMA_GUARD_PATH", str(tmp_path))  # the core reads no environment, only its runtime
+    with installed_runtime(Runtime(llama_guard_path=None)):
+        with pytest.raises(judges.JudgeUnavailable, match="FTGATE_LLAMA_GUARD_PATH"):
+            LlamaGuardJudge()
     with pytest.raises(judges.JudgeUnavailable, match="not found"):
         LlamaGuardJudge(tmp_path / "missing")
 

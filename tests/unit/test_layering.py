@@ -32,6 +32,18 @@ def test_the_evaluation_core_imports_no_web_queue_or_database_layer():
     assert not offenders
 
 
+def test_the_evaluation_core_reads_no_settings_and_no_environment():
+    """Settings are read once at the edges (CLI, worker, app factory, demo, benches) and handed to the core as
+    an evaluation.runtime.Runtime: no module of the core imports them or reads an environment variable."""
+    settings = {f"{path.relative_to(ROOT)}: {name}" for path in (ROOT / "evaluation").rglob("*.py")
+                for name in imported_modules(path) if name == "ftgate.settings" or name.startswith("ftgate.settings.")}
+    assert not settings
+    environment = {str(path.relative_to(ROOT)) for path in (ROOT / "evaluation").rglob("*.py")
+                   if any(isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+                          for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert not environment
+
+
 def test_the_guard_builder_does_not_import_the_base_registry_that_calls_it():
     assert "evaluation.bases" not in imported_modules(ROOT / "evaluation" / "guard.py")
     assert "evaluation.guard" in imported_modules(ROOT / "evaluation" / "bases.py")

@@ -34,9 +34,9 @@ def crash() -> None:
 
 
 def read_setting() -> int:
-    from ftgate.settings import get_settings
+    from evaluation.runtime import current_runtime
 
-    return get_settings().max_dataset_examples
+    return current_runtime().max_dataset_examples
 
 
 def test_result_comes_back():
@@ -69,8 +69,10 @@ def test_any_other_error_is_ours_and_carries_the_traceback():
         run_limited(crash, {}, seconds=60, memory_bytes=0)
 
 
-def test_the_child_reads_the_callers_settings_not_its_environment():
-    from ftgate.settings import get_settings
+def test_the_child_runs_with_the_callers_runtime_not_its_environment(monkeypatch):
+    from evaluation.runtime import Runtime
 
-    mine = get_settings().model_copy(update={"max_dataset_examples": 1234})
-    assert run_limited(read_setting, {}, seconds=60, memory_bytes=0, settings=mine) == 1234
+    monkeypatch.setenv("FTGATE_MAX_DATASET_EXAMPLES", "99")  # the child's environment: not what it reads
+    mine = Runtime(max_dataset_examples=1234)
+    assert run_limited(read_setting, {}, seconds=60, memory_bytes=0, runtime=mine) == 1234
+    assert run_limited(read_setting, {}, seconds=60, memory_bytes=0) == Runtime().max_dataset_examples

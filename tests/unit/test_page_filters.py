@@ -10,6 +10,18 @@ from api.pages.filters import FILTERS, fmt_ago, fmt_bytes, fmt_seconds, fmt_time
 def test_rates_are_percentages_and_changes_signed_points():
     assert (pct(0.6333), pct(0.6333, 0), pct(1), pct("0.5"), pct(None)) == ("63.3%", "63%", "100.0%", "50.0%", "—")
     assert (pts(0.593), pts(-0.05), pts(0), pts(None)) == ("+59.3 pts", "-5.0 pts", "+0.0 pts", "—")
+    # an interval's bounds: the value beside them names the unit
+    assert (pts(0.593, False), pts(-0.05, False), pts(None, False)) == ("+59.3", "-5.0", "—")
+
+
+def test_the_pages_write_rates_as_the_cli_does():
+    """One helper (evaluation.formatting) for every percentage and change the pages show."""
+    from evaluation.formatting import percent, points
+
+    for v in (0.0, 0.005, 0.25, 0.6333, 1.0):
+        assert pct(v) == percent(v) and pct(v, 0) == percent(v, digits=0)
+        assert pts(v - 0.5) == f"{points(v - 0.5)} pts"
+    assert percent(0.25, digits=0) == "25%" and percent(0.6333, digits=2) == "63.33%"
 
 
 def test_sizes_and_durations():

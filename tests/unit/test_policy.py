@@ -7,6 +7,7 @@ import pytest
 from evaluation.errors import InputRejected, UnknownName
 from evaluation.policy import (
     PACKAGED_DIR,
+    POLICIES,
     Decision,
     Policy,
     Verdict,
@@ -18,6 +19,7 @@ from evaluation.policy import (
     policy_from_dict,
 )
 from ftgate.settings import get_settings
+from tests.helpers.runtime import installed_runtime
 
 P = Policy()  # the defaults: max_asr_increase 0.10, category 0.25 (n >= 10), candidate ceiling 0.5
 
@@ -370,16 +372,24 @@ def test_settings_policies_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FTGATE_POLICIES_DIR", str(tmp_path))
     get_settings.cache_clear()
     try:
-        assert load_policy("team").max_asr_increase == 0.03
-        with pytest.raises(InputRejected, match="named after its file"):
-            load_policy("wrongname")
+        runtime = get_settings().runtime()
     finally:
         get_settings.cache_clear()
+    # handed in explicitly ...
+    assert load_policy("team", runtime=runtime).max_asr_increase == 0.03
+    with pytest.raises(InputRejected, match="named after its file"):
+        load_policy("wrongname", runtime=runtime)
+    with pytest.raises(UnknownName, match="team"):
+        load_policy("team")  # (this process's runtime names no such folder)
+    # ... or as the process's (the registry lists the folder's files)
+    with installed_runtime(runtime):
+        assert load_policy("team").max_asr_increase == 0.03
+        assert "team" in POLICIES.names()
     assert PACKAGED_DIR.is_dir()
 
 
 def test_the_gates_verdict_vocabulary_is_the_services():
-    from models.status import Decision as ServiceDecision
+    from ftgate.status import Decision as ServiceDecision
 
     assert {d.name: d.value for d in Decision} == {d.name: d.value for d in ServiceDecision}
 

@@ -20,6 +20,7 @@ from evaluation.repair import (
     safety_pool,
     split_holdout,
 )
+from tests.helpers.runtime import installed_runtime
 from tests.helpers.tiny import chat_example, save_tiny_base, torch_threads
 
 BASE = "tiny-repair-base"
@@ -158,7 +159,8 @@ def tiny_repair(tmp_path_factory):
             mp.setenv(f"FTGATE_{key}", str(value))
         get_settings.cache_clear()
         try:
-            yield data
+            with installed_runtime(get_settings().runtime()):  # read as an edge reads them, for the core
+                yield data
         finally:
             evict_base(BASE)
             get_settings.cache_clear()

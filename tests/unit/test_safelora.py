@@ -127,20 +127,22 @@ def test_an_uploaded_adapter_is_repaired_and_judged_like_a_candidate(adapters, t
                        "DEFAULT_JUDGE": "keyword", "MAX_NEW_TOKENS": 8, "EXTENDED_MAX_NEW_TOKENS": 0}.items():
         monkeypatch.setenv(f"FTGATE_{key}", str(value))
     get_settings.cache_clear()
+    runtime = get_settings().runtime()  # read as an edge reads them, handed to the core
     # the adapter's benign control: a short recipe, to keep this test in seconds
     real = gate.TrainingConfig
     monkeypatch.setattr(gate, "TrainingConfig", lambda: real.from_overrides(
         {"steps": 2, "rank": 4, "alpha": 8, "batch_size": 4, "optimizer": "adamw"}))
     try:
         with torch_threads(1):
-            insp = gate.inspect_submission(customer, "adapter", "tiny-safelora", workdir=tmp_path / "w")
+            insp = gate.inspect_submission(customer, "adapter", "tiny-safelora", workdir=tmp_path / "w",
+                                           runtime=runtime)
             # the base has no guard beside it: nothing to project on, said so
-            skipped = repair_adapter(insp, "tiny-safelora")
+            skipped = repair_adapter(insp, "tiny-safelora", runtime=runtime)
             assert skipped["status"] == "skipped" and "no safety adapter" in skipped["reason"]
             repair = repair_adapter(insp, "tiny-safelora", guard_dir=guard, policy="default", mode="auto",
-                                    config=RepairConfig(similarity_threshold=0.5))
+                                    config=RepairConfig(similarity_threshold=0.5), runtime=runtime)
             again = repair_adapter(insp, "tiny-safelora", guard_dir=guard, policy="default",
-                                   config=RepairConfig(similarity_threshold=0.5))
+                                   config=RepairConfig(similarity_threshold=0.5), runtime=runtime)
     finally:
         evict_base("tiny-safelora")
         get_settings.cache_clear()

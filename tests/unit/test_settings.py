@@ -51,3 +51,69 @@ def test_settings_that_did_nothing_are_gone_and_an_old_environment_still_starts(
     monkeypatch.setenv("FTGATE_TORCH_THREADS", "2")
     s = Settings(_env_file=None)
     assert not hasattr(s, "seed") and not hasattr(s, "torch_threads")
+
+
+def test_the_core_gets_its_runtime_from_the_settings_and_their_defaults_are_its(monkeypatch, tmp_path):
+    import dataclasses
+
+    from evaluation.runtime import Runtime
+
+    # with no FTGATE_ variables the settings hand the core exactly its own defaults
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"FTGATE_{name.upper()}", raising=False)
+    assert Settings(_env_file=None).runtime() == Runtime()
+    # and every field of the runtime follows its setting
+    monkeypatch.setenv("FTGATE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FTGATE_DEVICE", "cuda:1")
+    monkeypatch.setenv("FTGATE_MAX_NEW_TOKENS", "12")
+    monkeypatch.setenv("FTGATE_MAX_ADAPTER_RANK", "8")
+    monkeypatch.setenv("FTGATE_LLAMA_GUARD_PATH", str(tmp_path / "guard"))
+    rt = Settings(_env_file=None).runtime()
+    assert (rt.cache_dir, rt.device, rt.decoding.max_new_tokens, rt.max_adapter_rank, rt.llama_guard_path) == (
+        tmp_path, "cuda:1", 12, 8, tmp_path / "guard")
+    mapped = {f.name for f in dataclasses.fields(Runtime)} - {"decoding"}
+    assert mapped <= set(Settings.model_fields)  # each has an FTGATE_ variable, described where declared
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("DB_POOL_SIZE", "0", "FTGATE_DB_POOL_SIZE must be from 1 to 100, not 0"),
+    ("DB_POOL_SIZE", "5000", "FTGATE_DB_POOL_SIZE must be from 1 to 100, not 5000"),
+    ("DB_MAX_OVERFLOW", "-1", "FTGATE_DB_MAX_OVERFLOW must be from 0 to 200, not -1"),
+])
+def test_the_database_pool_is_bounded_with_a_clear_error(monkeypatch, name, value, message):
+    monkeypatch.setenv(f"FTGATE_{name}", value)
+    with pytest.raises(ValueError, match=message):
+        Settings(_env_file=None)
+
+
+def test_the_database_pool_comes_from_the_settings(monkeypatch, tmp_path):
+    from services import db
+
+    monkeypatch.setenv("FTGATE_DB_POOL_SIZE", "3")
+    monkeypatch.setenv("FTGATE_DB_MAX_OVERFLOW", "0")
+    s = Settings(_env_file=None)
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # an engine connects lazily: no server needed
+    try:
+        db.configure_pool(url, s.db_pool_size, s.db_max_overflow)
+        pool = db.get_engine(url).pool
+        assert (pool.size(), pool._max_overflow) == (3, 0)
+        db.configure_pool(url, 7, 2)  # configured again: the engine is made anew with the new pool
+        assert db.get_engine(url).pool.size() == 7
+    finally:
+        db._pools.pop(url, None)
+        db._engines.pop(url, None)
+        db._makers.pop(url, None)
+
+
+def test_an_invalid_setting_is_refused_by_the_cli_with_its_name(monkeypatch, capsys):
+    from ftgate.cli import EXIT, main
+    from ftgate.settings import get_settings
+
+    monkeypatch.setenv("FTGATE_DB_POOL_SIZE", "0")
+    get_settings.cache_clear()
+    try:
+        assert main(["policies"]) == EXIT["rejected"]
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("ftgate: invalid settings:") and "FTGATE_DB_POOL_SIZE must be from 1 to 100, not 0" in err

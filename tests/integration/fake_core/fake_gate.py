@@ -40,7 +40,8 @@ class Evaluation:
         return cls(**d)
 
 
-def inspect_submission(path, kind, base_name, *, workdir, policy=None, preference_side="rejected", progress=None):
+def inspect_submission(path, kind, base_name, *, workdir, policy=None, preference_side="rejected", progress=None,
+                       runtime=None):
     if progress is not None:  # none in the limited child process that inspects for the worker
         progress("inspect", 1, 1, "screened")
     early = ({"decision": "block", "reasons": ["screening: most examples are harmful"]}
@@ -52,11 +53,11 @@ def inspect_as_dict(**kwargs):
     return inspect_submission(**kwargs).to_dict()
 
 
-def finetune_submission(inspection, base_name, training=None, *, workdir=None, progress):
+def finetune_submission(inspection, base_name, training=None, *, workdir=None, progress, runtime=None):
     from evaluation.bases import materialize
     from evaluation.progress import base_progress
 
-    materialize(base_name, base_progress(progress))
+    materialize(base_name, base_progress(progress), runtime=runtime)
     out = Path(workdir) / "adapter"
     out.mkdir(parents=True, exist_ok=True)
     (out / "adapter_model.safetensors").write_bytes(b"fake")
@@ -64,12 +65,12 @@ def finetune_submission(inspection, base_name, training=None, *, workdir=None, p
     return out
 
 
-def evaluate_candidate(inspection, base_name, adapter_dir, training=None, *, progress, judge=None):
+def evaluate_candidate(inspection, base_name, adapter_dir, training=None, *, progress, judge=None, runtime=None):
     progress("generate", 1, 1, "evaluated")
     return Evaluation(metrics={}, samples=[])
 
 
-def decide_submission(inspection, evaluation, policy, *, training=None):
+def decide_submission(inspection, evaluation, policy, *, training=None, runtime=None):
     verdict = inspection.early_verdict or {"decision": "approve", "reasons": ["fake"]}
     report = {"verdict": {**verdict, "policy": policy, "policy_hash": None}, "metrics": {}}
     return types.SimpleNamespace(report=report, samples=[])

@@ -8,17 +8,11 @@ from pathlib import Path
 STEPS = 250
 
 
-def _cache_dir() -> Path:
-    from ftgate.settings import get_settings
-
-    return get_settings().cache_dir
-
-
-def build_guarded_base(parent, parent_dir, load_parent, progress=print, recipe_path=None) -> Path:
+def build_guarded_base(parent, parent_dir, load_parent, *, cache_dir, progress=print, recipe_path=None) -> Path:
     """The real one's signature (evaluation.guard.build_guarded_base); the parent is never loaded."""
     from evaluation.progress import TimeLeft
 
-    out = _cache_dir() / "bases" / "fake-guarded-smollm2"
+    out = Path(cache_dir) / "bases" / "fake-guarded-smollm2"
     if (out / "built").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)

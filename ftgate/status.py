@@ -1,5 +1,8 @@
 """The submission state machine: every allowed status change is in ONE table, TRANSITIONS.
 
+Standard library only, so the CI client (api/client.py) and the demo read the very statuses the service
+writes without importing SQLAlchemy; ``models`` re-exports them for the service.
+
 Run state (``SubmissionStatus``) and review state (``ReviewState``) are separate: a human review never
 changes how far the pipeline got, and the automatic verdict is kept beside the review.
 """
