@@ -149,6 +149,11 @@ def render_text(report: dict) -> str:
         if screening.get("n_persona"):
             lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({percent(screening['persona_share'])}),"
                          f" e.g. line {screening['persona_flagged'][0]['line']}")
+        if screening.get("n_response_flagged"):
+            shown = [str(f["line"]) for f in screening.get("response_flagged") or []][:10]
+            more = ", ..." if screening["n_response_flagged"] > len(shown) else ""
+            lines.append(f"  {screening['n_response_flagged']} have a response read as harmful"
+                         f" ({percent(screening['response_share'])}): lines {', '.join(shown)}{more}")
     t = report.get("timings") or {}
     if t:
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]
