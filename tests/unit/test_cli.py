@@ -67,6 +67,18 @@ def test_render_text_of_a_screening_block():
     assert "ASR (harmful compliance)" not in text and "Flipped examples" not in text
 
 
+def test_render_text_lists_the_lines_with_harmful_responses():
+    from evaluation.gate import decide_submission
+
+    screening = a_screening(n=40, k=0) | {
+        "n_response_flagged": 12, "response_share": 0.3,
+        "response_flagged": [{"line": i, "request": "q", "response": "r", "response_harm_score": 0.8}
+                             for i in range(3, 15)]}
+    insp = an_inspection("dataset", screening=screening, n_examples=40)
+    text = render_text(decide_submission(insp, an_evaluation(), "default").report)
+    assert "12 have a response read as harmful (30.0%): lines 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ..." in text
+
+
 def test_check_missing_file_exits_3_with_the_reason(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert main(["check", str(missing), "--quiet"]) == EXIT["rejected"] == 3
