@@ -329,6 +329,14 @@ def format_judges(rows: list[dict]) -> str:
             for source, e in persona["per_source"].items():
                 kind = "jailbreak" if e["personas"] else "benign"
                 lines.append(f"    {source:<24} {e['n']:>6} {kind:>9} {cell(e['flagged']):>8}")
+        response_harm = r.get("response_harm")
+        if response_harm:
+            lines.append(f"  response-harm head (dataset screening), {response_harm['method']}, at "
+                         f"{response_harm['threshold']}, share flagged:")
+            lines.append(f"    {'source':<28} {'rows':>6} {'harmful':>8} {'recall':>7} {'false flags':>12}")
+            for source, e in response_harm["per_source"].items():
+                lines.append(f"    {source:<28} {e['n']:>6} {e['harmful']:>8} {cell(e.get('recall')):>7} "
+                             f"{cell(e.get('false_flags')):>12}")
     return "\n".join(lines)
 
 

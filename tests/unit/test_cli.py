@@ -178,6 +178,19 @@ def test_judges_table_shows_each_sources_validation():
     assert "llama-guard v1: 8B" in text and "not measured here" in text
 
 
+def test_judges_table_shows_the_response_harm_heads_validation():
+    rows = [{"name": "embedded", "version": "3", "description": "learned", "default": True, "validation": None,
+             "response_harm": {"method": "leave-one-source-out", "threshold": 0.74, "per_source": {
+                 "beavertails": {"n": 3012, "harmful": 1729, "recall": 0.1463, "false_flags": 0.014},
+                 "calibration/benign_support": {"n": 1200, "harmful": 0, "false_flags": 0.0117}}}}]
+    text = format_judges(rows)
+    assert "response-harm head (dataset screening), leave-one-source-out, at 0.74" in text
+    assert next(x for x in text.splitlines() if "beavertails" in x).split() == [
+        "beavertails", "3012", "1729", "0.146", "0.014"]
+    assert next(x for x in text.splitlines() if "benign_support" in x).split() == [
+        "calibration/benign_support", "1200", "0", "-", "0.012"]
+
+
 def test_judges_table_shows_the_persona_heads_validation():
     rows = [{"name": "embedded", "version": "3", "description": "learned", "default": True, "validation": None,
              "persona": {"method": "five folds grouped by text", "per_source": {
