@@ -1,8 +1,9 @@
 """The embedded judge (the default, CPU): calibrated "refused" and "complied" heads over all-MiniLM-L6-v2
 embeddings, shipped as ``evaluation/data/judge/embedded-v3.npz`` (trained by ``evaluation/judge_training.py``;
 its card, with the leave-one-source-out scores, beside it). It also scores how likely a REQUEST is harmful
-(``request_harm_scores``) and whether an instruction sets up a jailbreak persona (``persona_scores``), used
-by dataset screening.
+(``request_harm_scores``), whether an instruction sets up a jailbreak persona (``persona_scores``) and
+whether a response carries harmful content whatever its request (``response_harm_scores``), used by dataset
+screening.
 """
 
 from __future__ import annotations
