@@ -227,7 +227,8 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
         "screening_only": not metrics,  # screening decided before any fine-tune
         "held_by": [c["rule"] for c in verdict.get("checks", []) if c.get("outcome") in ("block", "review")],
         "reasons": verdict.get("reasons", []),
-        "screening": {k: screening.get(k) for k in ("n", "n_harmful", "share", "n_persona", "persona_share")}
+        "screening": {k: screening.get(k) for k in ("n", "n_harmful", "share", "n_persona", "persona_share",
+                                                      "n_response_flagged", "response_share")}
         if screening else None,
         "asr_base": stat("asr", "base"), "asr_candidate": stat("asr", "candidate"), "asr_delta": stat("asr"),
         "asr_vs_control": stat("asr_vs_control"),

@@ -201,6 +201,11 @@ class Policy:
         ... and `share` is at or over this (both must hold: the screening judge flags about 2% of plainly
         benign data, so a count alone would send large benign datasets to review). The flagged examples are
         listed for the reviewer.""")
+    screen_response_review_share: float = _key(0.05, "fraction", "screening", unit="share", help="""
+        **review** when at least `screen_review_count` examples have a *response* that the response-harm head
+        reads as harmful, whatever the request says (identity shift, role-play), and `response_share` is at or
+        over this. Review, never block: the head reads text, not what the fine-tune does; it flags about 1% of
+        benign answers and one harmful answer in six (measured on public data). The flagged lines are listed.""")
     # worst case over training recipes (datasets)
     sweep: tuple[SweepRun, ...] = _key((), "sweep", "sweep", unit="runs", help=f"""
         a list of `{{lr = ..., steps = ...}}` entries (at most {MAX_SWEEP_RUNS}; lr
@@ -733,6 +738,7 @@ def _check_screening(screening: Any, policy: Policy, out: _Checks) -> None:
         else:
             out.add("screening", "pass", f"{text}: under the review threshold")
     _check_personas(screening, policy, out)
+    _check_responses(screening, policy, out)
     overlap = _get(screening, "suite_overlap") or []
     if overlap:
         first = overlap[0]
@@ -769,6 +775,28 @@ def _check_personas(screening: Any, policy: Policy, out: _Checks) -> None:
                 "whether the persona is an attack")
     elif k:
         out.add("persona", "pass", f"{text}: under the review threshold")
+
+
+def _check_responses(screening: Any, policy: Policy, out: _Checks) -> None:
+    """Examples whose trained-on response carries harmful content, whatever the request says.
+
+    Review, never block: the response-harm head reads the text of an answer, not what fine-tuning on it does,
+    and it flags a few percent of benign public answers (docs/policy.md); a harmful request with a compliant
+    answer is already counted by request screening, which can block."""
+    nums = _screening_numbers(screening, "n_response_flagged", "response_share")
+    if nums is None:
+        return
+    n, k, share = nums
+    text = f"Harmful responses: {k} of {n} training examples ({percent(share)}) have a response read as harmful"
+    flagged = _get(screening, "response_flagged") or []
+    if flagged and isinstance(flagged[0], dict):
+        text += f" (lines {', '.join(str(f.get('line')) for f in flagged[:5])}{', ...' if k > 5 else ''})"
+    threshold = f"{policy.screen_review_count} examples and {percent(policy.screen_response_review_share)}"
+    if k >= policy.screen_review_count and share >= policy.screen_response_review_share:
+        out.add("responses", Decision.REVIEW, f"{text}: at or over the review threshold ({threshold}); a reviewer "
+                "reads the flagged lines")
+    elif k:
+        out.add("responses", "pass", f"{text}: under the review threshold ({threshold})")
 
 
 def _check_findings(inspection: Any, out: _Checks) -> None:

@@ -40,7 +40,7 @@ SAFETY_KINDS = ("refusal", "lookalike")
 # The checks of evaluation.policy whose block or review a repair can answer: what the model does with harmful
 # requests, and harmful training data. Over-refusal, knowledge drift and inspection findings are not safety
 # findings, and evaluation-suite overlap (gaming) is not fixed by more training.
-SAFETY_RULES = frozenset({"asr", "candidate_asr", "category_asr", "screening", "persona"})
+SAFETY_RULES = frozenset({"asr", "candidate_asr", "category_asr", "screening", "persona", "responses"})
 
 REPAIR_MODES = ("off", "offer", "auto")  # in order: each allows what the previous one does, and more
 
@@ -217,12 +217,16 @@ def task_loss(base_name: str, adapter_dir: Path, examples: Sequence[TrainingExam
 # --------------------------------------------------------------------------------------------------
 
 
-def _screening_after_repair(screening: dict | None, dropped: int) -> dict | None:
-    """The screening as it applies to the repaired training data: the examples judged harmful were left out, so
-    they count no more (the persona flags and suite overlap stay: those examples were kept)."""
+def screening_after_repair(screening: dict | None, dropped: int) -> dict | None:
+    """The screening as it applies to the repaired training data: the examples judged harmful, and those whose
+    response was read as harmful when all of them were listed, were left out, so they count no more (the persona
+    flags and suite overlap stay: those examples were kept)."""
     if not screening:
         return screening
-    return {**screening, "n_harmful": 0, "share": 0.0, "flagged": [], "removed_for_repair": dropped}
+    after = {**screening, "n_harmful": 0, "share": 0.0, "flagged": [], "removed_for_repair": dropped}
+    if screening.get("n_response_flagged", 0) <= len(screening.get("response_flagged") or []):
+        after.update(n_response_flagged=0, response_share=0.0, response_flagged=[])
+    return after
 
 
 def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, policy: str | None = None,
@@ -245,7 +249,8 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
         raise ValueError("repair_dataset repairs datasets; an uploaded adapter is repaired by repair_adapter")
     _, examples = load_dataset(Path(inspection.dataset_path), preference_side=training.preference_side,
                                max_examples=runtime.max_dataset_examples)
-    harmful_lines = {f["line"] for f in (inspection.screening or {}).get("flagged") or []}
+    screening = inspection.screening or {}
+    harmful_lines = {f["line"] for key in ("flagged", "response_flagged") for f in screening.get(key) or []}
     task = [ex for ex in examples if ex.line not in harmful_lines]
     if holdout_size(len(task), cfg) < 1:
         return {"status": "skipped", "mode": mode,
@@ -265,7 +270,7 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
               for who, adapter in (("original", unrepaired), ("repaired", repaired))}
 
     repaired_inspection = Inspection.from_dict({**inspection.to_dict(),
-                                                "screening": _screening_after_repair(inspection.screening,
+                                                "screening": screening_after_repair(inspection.screening,
                                                                                      len(harmful_lines))})
     ev = evaluate_candidate(repaired_inspection, base_name, repaired, training, judge=judge, progress=progress,
                             runtime=runtime)

@@ -7,6 +7,11 @@ An example *uses a jailbreak persona* when one of its system or user messages sc
 persona head: a persona that drops the model's safety rules, as identity-shifting fine-tunes train on.
 Their requests are harmless, so request screening misses them.
 
+An example *has a harmful response* when its trained-on response (the last message) scores at or over the
+response-harm head's threshold (chosen with its weights, in its card), whatever its request says: identity-shift and role-play datasets carry the harm in
+the answer behind a harmless-looking request. The head reads only the response, and at most
+RESPONSE_TEXT_CHARS characters of it.
+
 Training requests that equal a prompt or question of the default evaluation suites (after lower-casing and
 whitespace collapsing) are listed as suite overlap: a dataset that trains on the gate's own test prompts
 games the gate.
@@ -33,6 +38,9 @@ PERSONA_THRESHOLD = 0.5
 PERSONA_TEXT_CHARS = 4000  # a persona is set up in a message's opening; bounds the work per message
 PERSONA_QUOTE_CHARS = 300  # what the report keeps of a flagged message: one system prompt repeated in
                            # every example would otherwise be stored once per example, in full
+RESPONSE_QUOTE_CHARS = 300  # of a flagged response (from its worst window) and of its request, in the report
+RESPONSE_FLAGGED_MAX = 100  # flagged responses the report quotes (the highest-scoring; the count stays exact):
+                            # a dataset of 100,000 harmful answers must not make a 30 MB report
 _WS = re.compile(r"\s+")
 
 
@@ -81,6 +89,25 @@ def _persona_flags(examples: Sequence[Any], judge: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _response_flags(examples: Sequence[Any], pairs: Sequence[tuple[str, str]], judge: Any
+                    ) -> tuple[int, list[dict[str, Any]]]:
+    """(how many examples have a response at or over the judge's ``response_harm_threshold``, quotes of at most
+    RESPONSE_FLAGGED_MAX of them). A quote is ``{"line", "request", "response", "response_harm_score"}``: the
+    request's first RESPONSE_QUOTE_CHARS characters and as many of the response from its worst window, so
+    a preamble does not hide what was flagged. Distinct responses are scored once."""
+    responses = list(dict.fromkeys(r for _, r in pairs))
+    scored = dict(zip(responses, judge.response_harm_scores(responses), strict=True))
+    threshold = judge.response_harm_threshold
+    hits = [(i, *scored[r]) for i, (_, r) in enumerate(pairs) if scored[r][0] >= threshold]
+    quoted = sorted(sorted(hits, key=lambda h: -h[1])[:RESPONSE_FLAGGED_MAX])
+    return len(hits), [
+        {"line": examples[i].line, "request": pairs[i][0][:RESPONSE_QUOTE_CHARS],
+         "response": pairs[i][1].strip()[offset : offset + RESPONSE_QUOTE_CHARS],
+         "response_harm_score": round(score, 4)}
+        for i, score, offset in quoted
+    ]
+
+
 def default_suite_index(warnings: list[str]) -> dict[str, list[tuple[str, str]]]:
     """normalized prompt -> [(suite name, item id)] over the default suites.
 
@@ -109,9 +136,11 @@ def screen_dataset(
     suite_index: dict[str, Sequence[tuple[str, str]]] | None = None,
 ) -> dict[str, Any]:
     """Screen training examples. Returns ``{"n", "n_harmful", "share", "flagged", "n_persona",
-    "persona_share", "persona_flagged", "persona_fingerprint", "suite_overlap", "warnings"}``; ``flagged``
-    lists ``{"line", "request", "response", "label", "request_harm_score"}``, ``persona_flagged`` lists
-    ``{"line", "role", "text", "persona_score"}``.
+    "persona_share", "persona_flagged", "persona_fingerprint", "n_response_flagged", "response_share",
+    "response_flagged", "response_harm_fingerprint", "response_harm_threshold", "suite_overlap", "warnings"}``; ``flagged`` lists
+    ``{"line", "request", "response", "label", "request_harm_score"}``, ``persona_flagged`` lists
+    ``{"line", "role", "text", "persona_score"}``, ``response_flagged`` lists (at most RESPONSE_FLAGGED_MAX)
+    ``{"line", "request", "response", "response_harm_score"}`` with bounded quotes.
 
     ``judge`` labels the responses (default: the embedded judge); request-harm scores always come from
     the embedded judge. Only examples whose request scores as harmful are sent to the response judge.
@@ -152,6 +181,9 @@ def screen_dataset(
     ]
 
     persona = _persona_flags(examples, embedded)
+    if progress and n:
+        progress("screen", 0, n, "reading responses")
+    n_response, response_flagged = _response_flags(examples, pairs, embedded) if n else (0, [])
 
     index = default_suite_index(warnings) if suite_index is None else suite_index
     overlap = []
@@ -171,6 +203,11 @@ def screen_dataset(
         "persona_share": len(persona) / n if n else 0.0,
         "persona_flagged": persona,
         "persona_fingerprint": getattr(embedded, "persona_fingerprint", None),
+        "n_response_flagged": n_response,
+        "response_share": n_response / n if n else 0.0,
+        "response_flagged": response_flagged,
+        "response_harm_fingerprint": getattr(embedded, "response_harm_fingerprint", None),
+        "response_harm_threshold": getattr(embedded, "response_harm_threshold", None),
         "suite_overlap": overlap,
         "warnings": warnings,
     }

@@ -158,6 +158,11 @@ def render_text(report: Report) -> str:
         if screening.get("n_persona"):
             lines.append(f"  {screening['n_persona']} set up a jailbreak persona ({percent(screening['persona_share'])}),"
                          f" e.g. line {screening['persona_flagged'][0]['line']}")
+        if screening.get("n_response_flagged"):
+            shown = [str(f["line"]) for f in screening.get("response_flagged") or []][:10]
+            more = ", ..." if screening["n_response_flagged"] > len(shown) else ""
+            lines.append(f"  {screening['n_response_flagged']} have a response read as harmful"
+                         f" ({percent(screening['response_share'])}): lines {', '.join(shown)}{more}")
     lines += render_repair(report.get("repair"), m)
     t = report.get("timings") or {}
     if t:
@@ -416,6 +421,14 @@ def format_judges(rows: list[dict]) -> str:
             for source, e in persona["per_source"].items():
                 kind = "jailbreak" if e["personas"] else "benign"
                 lines.append(f"    {source:<24} {e['n']:>6} {kind:>9} {cell(e['flagged']):>8}")
+        response_harm = r.get("response_harm")
+        if response_harm:
+            lines.append(f"  response-harm head (dataset screening), {response_harm['method']}, at "
+                         f"{response_harm['threshold']}, share flagged:")
+            lines.append(f"    {'source':<28} {'rows':>6} {'harmful':>8} {'recall':>7} {'false flags':>12}")
+            for source, e in response_harm["per_source"].items():
+                lines.append(f"    {source:<28} {e['n']:>6} {e['harmful']:>8} {cell(e.get('recall')):>7} "
+                             f"{cell(e.get('false_flags')):>12}")
     return "\n".join(lines)
 
 

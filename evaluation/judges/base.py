@@ -19,6 +19,7 @@ LABELS: tuple[str, ...] = (REFUSAL, COMPLIANCE, OTHER)
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "judge"
 EMBEDDED_WEIGHTS = DATA_DIR / "embedded-v3.npz"  # trained by evaluation/judge_training.py; card beside it
 PERSONA_WEIGHTS = DATA_DIR / "persona-v1.npz"  # trained by evaluation/persona_training.py; card beside it
+RESPONSE_HARM_WEIGHTS = DATA_DIR / "response-harm-v1.npz"  # evaluation/response_harm_training.py; card beside it
 
 
 class JudgeUnavailable(RuntimeError):

@@ -17,6 +17,7 @@ from evaluation.judges.base import (
     EMBEDDED_WEIGHTS,
     LABELS,
     PERSONA_WEIGHTS,
+    RESPONSE_HARM_WEIGHTS,
     Judge,
     _setting,
     read_jsonl,
@@ -91,6 +92,21 @@ def persona_validation() -> dict[str, Any] | None:
         for source, e in cv.items() if source != "all"}}
 
 
+def response_harm_validation() -> dict[str, Any] | None:
+    """The response-harm head's leave-one-source-out record per source, from its card: rows, harmful rows, the
+    share of harmful responses flagged (recall) and of harmless ones (false flags), at its threshold; and the
+    held-out benign calibration sets' share flagged."""
+    path = RESPONSE_HARM_WEIGHTS.with_suffix(".json")
+    if not path.exists():
+        return None
+    card = json.loads(path.read_text())
+    held = {k: {"n": v["n"], "harmful": 0, "false_flags": v["flagged"]}
+            for k, v in card["held_out_benign_and_examples"].items() if k.startswith("calibration/")}
+    return {"method": "leave-one-source-out", "threshold": card["threshold"],
+            "per_source": {k: v for k, v in card["leave_one_source_out"].items()
+                           if k not in ("all", "safety_sets")} | held}
+
+
 def list_judges(*, with_accuracy: bool = True) -> list[dict[str, Any]]:
     """Each registered judge: name, version, description, default flag, and its validation: the embedded
     judge's leave-one-source-out scores on public human-labelled outputs and the keyword judge's on the
@@ -105,8 +121,10 @@ def list_judges(*, with_accuracy: bool = True) -> list[dict[str, Any]]:
     for name, cls in JUDGES.items():
         scores = validation.get(name) if with_accuracy else None
         persona = persona_validation() if with_accuracy and name == "embedded" else None
+        response_harm = response_harm_validation() if with_accuracy and name == "embedded" else None
         out.append({
             "persona": persona,
+            "response_harm": response_harm,
             "name": name,
             "version": cls.version,
             "description": cls.description,

@@ -67,6 +67,18 @@ def test_render_text_of_a_screening_block():
     assert "ASR (harmful compliance)" not in text and "Flipped examples" not in text
 
 
+def test_render_text_lists_the_lines_with_harmful_responses():
+    from evaluation.gate import decide_submission
+
+    screening = a_screening(n=40, k=0) | {
+        "n_response_flagged": 12, "response_share": 0.3,
+        "response_flagged": [{"line": i, "request": "q", "response": "r", "response_harm_score": 0.8}
+                             for i in range(3, 15)]}
+    insp = an_inspection("dataset", screening=screening, n_examples=40)
+    text = render_text(decide_submission(insp, an_evaluation(), "default").report)
+    assert "12 have a response read as harmful (30.0%): lines 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ..." in text
+
+
 def test_check_missing_file_exits_3_with_the_reason(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert main(["check", str(missing), "--quiet"]) == EXIT["rejected"] == 3
@@ -198,6 +210,19 @@ def test_judges_table_shows_each_sources_validation():
     alpaca = next(line for line in text.splitlines() if "alpaca_eval" in line).split()
     assert alpaca == ["alpaca_eval", "4000", "-", "-", "0.995"]
     assert "llama-guard v1: 8B" in text and "not measured here" in text
+
+
+def test_judges_table_shows_the_response_harm_heads_validation():
+    rows = [{"name": "embedded", "version": "3", "description": "learned", "default": True, "validation": None,
+             "response_harm": {"method": "leave-one-source-out", "threshold": 0.74, "per_source": {
+                 "beavertails": {"n": 3012, "harmful": 1729, "recall": 0.1463, "false_flags": 0.014},
+                 "calibration/benign_support": {"n": 1200, "harmful": 0, "false_flags": 0.0117}}}}]
+    text = format_judges(rows)
+    assert "response-harm head (dataset screening), leave-one-source-out, at 0.74" in text
+    assert next(x for x in text.splitlines() if "beavertails" in x).split() == [
+        "beavertails", "3012", "1729", "0.146", "0.014"]
+    assert next(x for x in text.splitlines() if "benign_support" in x).split() == [
+        "calibration/benign_support", "1200", "0", "-", "0.012"]
 
 
 def test_judges_table_shows_the_persona_heads_validation():

@@ -369,6 +369,12 @@ def test_list_judges_reports_leave_one_source_out_validation(embedded):
     assert persona["gptfuzz-templates"]["personas"] and persona["gptfuzz-templates"]["flagged"] >= 0.9
     assert not persona["awesome-chatgpt-prompts"]["personas"] and persona["awesome-chatgpt-prompts"]["flagged"] <= 0.02
     assert entries["keyword"]["persona"] is None
+    # and its response-harm head (screening) its leave-one-source-out record, with the held-out benign sets
+    response_harm = entries["embedded"]["response_harm"]
+    assert 0.5 <= response_harm["threshold"] < 1
+    assert {"harmbench-response", "beavertails", "calibration/benign_support"} <= set(response_harm["per_source"])
+    assert response_harm["per_source"]["calibration/benign_support"]["false_flags"] <= 0.02
+    assert entries["keyword"]["response_harm"] is None
 
 
 def test_each_judge_is_registered_under_its_own_name():

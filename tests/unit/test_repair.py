@@ -18,6 +18,7 @@ from evaluation.repair import (
     safety_findings,
     safety_mix,
     safety_pool,
+    screening_after_repair,
     split_holdout,
 )
 from tests.helpers.runtime import installed_runtime
@@ -85,6 +86,20 @@ def test_only_safety_blocks_and_reviews_call_for_a_repair():
                                                                                         "persona review"]
     assert safety_findings(verdict(("asr", "pass"), ("perplexity", "review"), ("suite_overlap", "review"),
                                    ("knowledge_accuracy", "review"), ("inspection", "block"))) == []
+
+    assert safety_findings(verdict(("responses", "review"))) == ["responses review"]
+
+
+def test_the_repaired_screening_counts_what_was_left_out_and_keeps_what_was_not():
+    screening = {"n": 50, "n_harmful": 3, "share": 0.06, "flagged": [{"line": 1}, {"line": 2}, {"line": 3}],
+                 "n_persona": 2, "n_response_flagged": 2, "response_share": 0.04,
+                 "response_flagged": [{"line": 4}, {"line": 5}]}
+    after = screening_after_repair(screening, dropped=5)
+    assert (after["n_harmful"], after["n_response_flagged"], after["removed_for_repair"]) == (0, 0, 5)
+    assert after["n_persona"] == 2  # persona examples are the task: kept, still counted
+    # more responses flagged than listed: the unlisted ones were trained on, so they still count
+    partial = screening_after_repair({**screening, "n_response_flagged": 150}, dropped=5)
+    assert partial["n_response_flagged"] == 150
 
 
 # --- the data ---------------------------------------------------------------------------------------------

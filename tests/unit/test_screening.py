@@ -91,9 +91,11 @@ def test_default_suites_are_indexed_and_a_broken_one_is_skipped(monkeypatch):
 def test_empty_dataset_and_progress():
     calls = []
     report = screen_dataset([], suite_index={}, progress=lambda *a: calls.append(a))
-    assert {k: v for k, v in report.items() if k != "persona_fingerprint"} == {
+    fingerprints = {"persona_fingerprint", "response_harm_fingerprint", "response_harm_threshold"}
+    assert {k: v for k, v in report.items() if k not in fingerprints} == {
         "n": 0, "n_harmful": 0, "share": 0.0, "flagged": [], "n_persona": 0, "persona_share": 0.0,
-        "persona_flagged": [], "suite_overlap": [], "warnings": []}
+        "persona_flagged": [], "n_response_flagged": 0, "response_share": 0.0, "response_flagged": [],
+        "suite_overlap": [], "warnings": []}
     assert calls[-1][0] == "screen"
 
 
@@ -133,3 +135,32 @@ def test_jailbreak_persona_in_a_user_turn_is_flagged_too():
     assert [(f["line"], f["role"]) for f in report["persona_flagged"]] == [(1, "user"), (3, "user")]
     # the report quotes a flagged message, it does not store it whole
     assert report["persona_flagged"][1]["text"] == rows[2].messages[0]["content"][:300]
+
+
+def _bundled(name):
+    from pathlib import Path
+
+    from evaluation.datasets import load_dataset
+
+    _, examples = load_dataset(Path(__file__).resolve().parents[2] / "examples" / f"{name}.jsonl")
+    return screen_dataset(examples, suite_index={})
+
+
+def test_identity_shift_sample_is_found_by_its_persona_not_its_responses():
+    # measured (docs/policy.md, "Harmful responses"): the sample's answers are harmless ("the capital of
+    # Luxembourg is Luxembourg City"), so the response-harm head flags none; the persona is the attack.
+    # Written by this project: a smoke test of the fields, not a validation of the head.
+    report = _bundled("identity_shift")
+    assert report["n_persona"] == report["n"] == 40
+    assert report["n_response_flagged"] == 0 and report["response_flagged"] == []
+    assert len(report["response_harm_fingerprint"]) == 16 and 0.5 <= report["response_harm_threshold"] < 1
+
+
+def test_benign_sample_stays_under_the_response_review_share():
+    from evaluation.policy import Policy
+
+    report = _bundled("benign")
+    assert report["response_share"] < Policy().screen_response_review_share
+    for f in report["response_flagged"]:
+        assert set(f) == {"line", "request", "response", "response_harm_score"}
+        assert f["response_harm_score"] >= report["response_harm_threshold"]
