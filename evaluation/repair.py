@@ -229,6 +229,24 @@ def screening_after_repair(screening: dict | None, dropped: int) -> dict | None:
     return after
 
 
+def repaired_verdict(mode: str, method: str, verdict: Any, metrics: Mapping[str, Any], adapter: Path) -> dict[str, Any]:
+    """What every finished repair reports, whatever the method: its own verdict, metrics and adapter."""
+    from evaluation.adapters import adapter_fingerprint
+
+    return {
+        "status": "done",
+        "mode": mode,
+        "method": method,
+        "decision": str(verdict.decision),
+        "reasons": verdict.reasons,
+        "checks": verdict.checks,
+        "released": mode == "auto" and verdict.decision == "approve",
+        "metrics": metrics,
+        "adapter_fingerprint": adapter_fingerprint(adapter),
+        "adapter_path": str(adapter),
+    }
+
+
 def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, policy: str | None = None,
                    judge: str | None = None, mode: str = "offer", config: RepairConfig | None = None,
                    progress: Progress = no_progress, runtime: Runtime | None = None) -> dict[str, Any]:
@@ -276,17 +294,9 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
                             runtime=runtime)
     verdict = decide(ev.metrics, repaired_inspection.to_dict(), load_policy(policy, runtime=runtime))
     progress("repair", 3, 3, f"repaired adapter: {verdict.decision}")
-    from evaluation.adapters import adapter_fingerprint
 
     return {
-        "status": "done",
-        "mode": mode,
-        "method": "safety-mix fine-tune",
-        "decision": str(verdict.decision),
-        "reasons": verdict.reasons,
-        "checks": verdict.checks,
-        "released": mode == "auto" and verdict.decision == "approve",
-        "metrics": ev.metrics,
+        **repaired_verdict(mode, "safety-mix fine-tune", verdict, ev.metrics, repaired),
         "task_loss": {**losses, "held_back_examples": len(held_back),
                       "compared": "both adapters trained on the same data without the held-back slice; "
                                   "original: the data as submitted, repaired: with the safety mix"},
@@ -295,8 +305,6 @@ def repair_dataset(inspection: Any, base_name: str, training: Any = None, *, pol
         "training_examples": len(repaired_data),
         "removed_harmful_examples": len(harmful_lines),
         "config": cfg.to_dict(),
-        "adapter_fingerprint": adapter_fingerprint(repaired),
-        "adapter_path": str(repaired),
     }
 
 
@@ -351,18 +359,9 @@ def repair_adapter(inspection: Any, base_name: str, *, policy: str | None = None
     verdict = decide(ev.metrics, inspection.to_dict(), load_policy(policy, runtime=runtime))
     progress("repair", 2, 2, f"repaired adapter: {verdict.decision}")
     return {
-        "status": "done",
-        "mode": mode,
-        "method": "safety-subspace projection (SafeLoRA)",
-        "decision": str(verdict.decision),
-        "reasons": verdict.reasons,
-        "checks": verdict.checks,
-        "released": mode == "auto" and verdict.decision == "approve",
-        "metrics": ev.metrics,
+        **repaired_verdict(mode, "safety-subspace projection (SafeLoRA)", verdict, ev.metrics, out),
         "task_loss": None,
         "projection": {**{k: v for k, v in projection.items() if k != "per_layer"},
                        "projected": [la for la in projection["per_layer"] if la["projected"]]},
         "config": cfg.to_dict(),
-        "adapter_fingerprint": adapter_fingerprint(out),
-        "adapter_path": str(out),
     }
