@@ -44,12 +44,14 @@ class LoraModule:
 
 
 def _module_name(key: str) -> tuple[str, str] | None:
-    """("model.layers.0.self_attn.q_proj", "A"), from a PEFT weight name, else None (not a LoRA matrix)."""
+    """("model.layers.0.self_attn.q_proj", "A"), from a PEFT weight name, else None (not a LoRA matrix).
+    ``lora_B.bias`` (PEFT's lora_bias, which the gate accepts) is "bias": it must not be taken for B."""
     for which in ("A", "B"):
         marker = f".lora_{which}."
         if marker in key:
             name = key.split(marker)[0]
-            return name.removeprefix("base_model.model."), which
+            part = "bias" if which == "B" and key.endswith(".bias") else which
+            return name.removeprefix("base_model.model."), part
     return None
 
 
@@ -76,7 +78,7 @@ def load_lora(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, LoraModule],
     r, alpha = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
     modules = {}
     for name, ab in parts.items():
-        if set(ab) != {"A", "B"}:
+        if not {"A", "B"} <= set(ab):
             continue
         rank = int(_pattern_value(name, config.get("rank_pattern") or {}, r))
         a = float(_pattern_value(name, config.get("alpha_pattern") or {}, alpha))
@@ -142,7 +144,8 @@ def repair_lora(adapter_dir: Path, guard_dir: Path, out_dir: Path, *, threshold:
             layers.append({"module": name, "similarity": None, "projected": False})
             kept_sq += float((delta ** 2).sum())
             continue
-        projected = project(delta, safety_basis(guard[name].delta))
+        basis = safety_basis(guard[name].delta)
+        projected = project(delta, basis)
         similarity = cosine(delta, projected)
         replace = similarity < threshold
         layers.append({"module": name, "similarity": round(similarity, 4), "projected": replace})
@@ -151,10 +154,13 @@ def repair_lora(adapter_dir: Path, guard_dir: Path, out_dir: Path, *, threshold:
             continue
         kept_sq += float((projected ** 2).sum())
         a, b = refactor(projected, m.a.shape[0], m.scale, m.a.dtype)
-        for key in tensors:
+        for key, t in tensors.items():
             found = _module_name(key)
             if found and found[0] == name:
-                out[key] = a if found[1] == "A" else b
+                if found[1] == "bias":  # a lora bias adds to the same outputs as B @ A: the same projection
+                    out[key] = project(t[:, None], basis)[:, 0].to(t.dtype)
+                else:
+                    out[key] = a if found[1] == "A" else b
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -153,3 +153,37 @@ def test_an_uploaded_adapter_is_repaired_and_judged_like_a_candidate(adapters, t
     assert repair["projection"]["projected_layers"] == len(repair["projection"]["projected"]) >= 1
     assert Path(repair["adapter_path"], "adapter_model.safetensors").exists()
     assert again["adapter_path"] == repair["adapter_path"] and again["metrics"] == repair["metrics"]  # cached
+
+
+def test_a_lora_bias_is_projected_with_its_layer_not_taken_for_lora_b(adapters, tmp_path):
+    """PEFT's lora_bias adds ``lora_B.bias`` (out,) beside ``lora_B.weight``; the gate accepts it. It is part of
+    the layer's update (in the output space), so a projected layer's bias is projected too, and keeps its shape."""
+    from tests.helpers.adapters import edit_config
+
+    customer, guard = adapters
+    edit_config(customer, lora_bias=True)
+    g = torch.Generator().manual_seed(3)
+
+    def add_biases(tensors):
+        for key in [k for k in tensors if k.endswith("lora_B.weight")]:
+            tensors[key.removesuffix("weight") + "bias"] = torch.randn(tensors[key].shape[0], generator=g)
+        return tensors
+
+    edit_tensors(customer, add_biases)
+    info = repair_lora(customer, guard, tmp_path / "out", threshold=1.0)
+    by_name = {la["module"]: la for la in info["per_layer"]}
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(customer / "adapter_model.safetensors")), load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    _, guard_modules, _ = load_lora(guard)
+    _, before_modules, _ = load_lora(customer)
+    for name, la in by_name.items():
+        key = next(k for k in before if k.endswith(f"{name}.lora_B.bias"))
+        assert after[key].shape == before[key].shape
+        assert before_modules[name].b.shape == before[key.removesuffix("bias") + "weight"].shape  # B is the weight
+        if la["projected"]:
+            basis = safety_basis(guard_modules[name].delta)
+            assert torch.allclose(after[key].double(), project(before[key][:, None], basis)[:, 0], atol=1e-5)
+        else:
+            assert torch.equal(after[key], before[key])
+    assert info["projected_layers"] >= 1
