@@ -37,6 +37,7 @@ from models import (
     StageRunStatus,
     Submission,
     SubmissionStatus,
+    VerdictRecord,
     sources_of,
     utcnow,
 )
@@ -362,7 +363,32 @@ def reject(session: Session, c: Claim, reason: str, code: str, *, worker: str) -
     return ok
 
 
+def _repair_failed(session: Session, sub_id: str, why: str, *, actor: str, claim_token: str | None,
+                   details: dict) -> bool:
+    """The repair stage failing for good (its error, its retries, its worker lost or hung) does not fail the
+    submission: the verdict was saved before it, so the submission is done with that verdict and the report's
+    ``repair`` says why there is no repaired adapter (docs/api.md, "The pipeline"). Without this a review would
+    never be reviewable (only a done submission is) and ``ftgate submit --wait`` would report an error."""
+    ok = _transition(
+        session, sub_id, S.DONE, actor=actor, only_from=[S.REPAIRING], claim_token=claim_token,
+        values={"progress_message": f"repair failed: {why}"[:2000]}, details=details,
+    )
+    if ok:
+        record = session.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub_id))
+        if record is not None and isinstance(record.report, dict):
+            mode = (record.report.get("repair") or {}).get("mode")
+            # a new object: the JSON column sees the change
+            record.report = {**record.report, "repair": {"status": "failed", "mode": mode, "reason": why[:2000]}}
+    return ok
+
+
 def fail(session: Session, c: Claim, reason: str, *, worker: str, code: str = "stage_failed") -> bool:
+    if c.stage == Stage.REPAIR:
+        ok = _repair_failed(session, c.submission_id, reason, actor=f"worker:{worker}", claim_token=c.token,
+                            details={"reason": reason, "stage": c.stage.value, "attempt": c.attempt, "code": code})
+        if ok:
+            _finish_run(session, c, StageRunStatus.FAILED, reason)
+        return ok
     ok = _transition(
         session, c.submission_id, S.FAILED, actor=f"worker:{worker}", only_from=[STAGE_STATUS[c.stage]],
         claim_token=c.token, values={"error": reason, "error_code": code, "progress_message": reason[:2000]},
@@ -519,7 +545,13 @@ def reap(
         token = sub.claim_token
         if hung or attempts >= max_attempts:
             why = reason if hung else f"{reason}; {stage.value} failed {attempts} times"
-            if _transition(
+            if stage == Stage.REPAIR:
+                if _repair_failed(session, sub.id, why, actor=actor, claim_token=token,
+                                  details={"reason": why, "stage": stage.value}):
+                    out.failed.append(sub.id)  # the stage failed; the submission is done with its verdict
+                    if run is not None:
+                        run.status, run.finished_at, run.error = StageRunStatus.LOST.value, now, why
+            elif _transition(
                 session, sub.id, S.FAILED, actor=actor, claim_token=token,
                 values={"error": why, "error_code": "stage_stale" if hung else "worker_lost",
                         "progress_message": why},

@@ -543,6 +543,44 @@ def test_a_failed_repair_is_recorded_and_the_submission_is_done_with_its_verdict
     assert repair["status"] == "failed" and "diverged" in repair["reason"] and "/var/lib" not in repair["reason"]
 
 
+def test_a_repair_whose_worker_is_lost_or_out_of_retries_leaves_the_submission_done_with_its_verdict(
+        service_settings, gate, submit, db, redis_client):
+    """docs/api.md: a repair that fails is recorded in the report; the submission is done with its verdict either way
+    (a review stays reviewable: only a done submission is). Also when the repair's worker dies every attempt, or
+    its transient errors outlast the retries, not only when the core raises."""
+    from datetime import timedelta
+
+    from models import utcnow
+
+    url = service_settings.resolved_database_url
+    gate.decision, gate.checks = "review", [("asr", "review")]
+    lost = submit("dataset", content=b'{"prompt":"lost","completion":"x"}\n')
+    assert _run_to_verdict(service_settings, lost) == "repairing"
+    for _ in range(service_settings.max_stage_attempts):  # a worker claims the repair, then dies, every time
+        with session_scope(url) as s:
+            assert lc.claim(s, lost, Stage.REPAIR, worker="dead", task_id=None, lost_worker_seconds=60) is not None
+            s.execute(Submission.__table__.update().where(Submission.id == lost)
+                      .values(heartbeat_at=utcnow() - timedelta(seconds=service_settings.lost_worker_seconds + 5)))
+        housekeeping.reap_once(service_settings)
+    db.expire_all()
+    sub = db.get(Submission, lost)
+    assert sub.status == "done" and sub.decision == "review" and sub.review_state == "pending"
+    repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == lost)).report["repair"]
+    assert repair["status"] == "failed" and repair["mode"] == "offer" and "stopped responding" in repair["reason"]
+
+    from sqlalchemy.exc import OperationalError
+
+    gate.repair_error = OperationalError("SELECT 1", {}, Exception("connection reset"))  # transient, no retries left
+    flaky = submit("dataset", content=b'{"prompt":"flaky","completion":"x"}\n')
+    assert _run_to_verdict(service_settings, flaky) == "repairing"
+    pipeline.execute_stage(None, Stage.REPAIR, flaky, service_settings)  # no task: no retry
+    db.expire_all()
+    sub = db.get(Submission, flaky)
+    assert sub.status == "done" and sub.decision == "review" and sub.error is None
+    repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == flaky)).report["repair"]
+    assert repair["status"] == "failed" and "connection reset" in repair["reason"]
+
+
 def test_a_repair_the_policy_no_longer_allows_is_refused_and_the_verdict_stands(service_settings, gate, submit, db):
     gate.decision, gate.checks = "block", [("asr", "block")]
     sid = submit("dataset", repair="auto")  # the default policy allows offer at most
