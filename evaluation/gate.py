@@ -571,7 +571,7 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
     result in the report's ``repair`` object; the verdict itself is not changed."""
     from evaluation import sweep as sweeps
     from evaluation.policy import load_policy, training_runs
-    from evaluation.repair import repair_mode
+    from evaluation.repair import EARLY_BLOCK_NOT_REPAIRED, repair_mode
 
     runtime = runtime or current_runtime()
     base = base or runtime.default_base
@@ -589,9 +589,7 @@ def run_check(path: Path, *, kind: str | None = None, base: str | None = None, p
             result = decide_submission(insp, None, policy, training=training,
                                        timings={"total": round(time.perf_counter() - started, 2)}, runtime=runtime)
             if mode != "off":
-                result.report["repair"] = {"status": "skipped", "mode": mode, "reason": (
-                    "blocked at screening, before any fine-tune: most of the data is harmful, so there is no "
-                    "customer task to keep")}
+                result.report["repair"] = {"status": "skipped", "mode": mode, "reason": EARLY_BLOCK_NOT_REPAIRED}
             return result
         if insp.kind == "adapter":
             if insp.adapter_dir is None:

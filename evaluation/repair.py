@@ -43,6 +43,10 @@ SAFETY_KINDS = ("refusal", "lookalike")
 SAFETY_RULES = frozenset({"asr", "candidate_asr", "category_asr", "screening", "persona", "responses"})
 
 REPAIR_MODES = ("off", "offer", "auto")  # in order: each allows what the previous one does, and more
+# Why a dataset blocked at screening, before any fine-tune, is not repaired (docs/policy.md, "Not repaired"):
+# `ftgate check` and the service's decide stage say it in the same words.
+EARLY_BLOCK_NOT_REPAIRED = ("blocked at screening, before any fine-tune: most of the data is harmful, so there is "
+                            "no customer task to keep")
 
 
 @dataclass(frozen=True)

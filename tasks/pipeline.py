@@ -286,7 +286,7 @@ def _stage_decide(runner: StageRunner, sub: Submission, storage: Storage) -> Sta
     if decision not in set(Decision):
         raise RuntimeError(f"the gate returned no valid decision: {decision!r}")
     samples: list[SampleRecord] = list(result.samples or [])
-    repair = _repair_after(sub, verdict, runner.settings.runtime())
+    repair = _repair_after(sub, verdict, runner.settings.runtime(), early=ev_data is None)
     if repair is not None:
         report["repair"] = repair
 
@@ -342,14 +342,15 @@ def _decide(gate: Any, insp: Any, ev_data: dict | None, sub: Submission, runtime
     return result
 
 
-def _repair_after(sub: Submission, verdict: dict, runtime: Runtime) -> dict | None:
+def _repair_after(sub: Submission, verdict: dict, runtime: Runtime, *, early: bool = False) -> dict | None:
     """The report's ``repair`` object as the decide stage leaves it: ``{"status": "pending", "mode"}`` when the
     repair stage is to run (a safety block or review, a mode other than off); else why not, when the
     submitter asked for a repair; else None. A request the policy no longer allows (it changed since the
-    upload was checked) is recorded as refused: the verdict stands either way."""
+    upload was checked) is recorded as refused: the verdict stands either way. ``early``: the verdict came from
+    screening before any fine-tune, which is never repaired (skipped, as ``ftgate check`` records it)."""
     from evaluation.errors import InputRejected
     from evaluation.policy import load_policy
-    from evaluation.repair import repair_mode, safety_findings
+    from evaluation.repair import EARLY_BLOCK_NOT_REPAIRED, repair_mode, safety_findings
 
     policy = load_policy(sub.policy_name, runtime=runtime)
     try:
@@ -358,6 +359,8 @@ def _repair_after(sub: Submission, verdict: dict, runtime: Runtime) -> dict | No
         return {"status": "refused", "mode": sub.repair, "reason": e.reason}
     if mode == "off":
         return {"status": "off", "mode": mode, "reason": "repair is off"} if sub.repair else None
+    if early:
+        return {"status": "skipped", "mode": mode, "reason": EARLY_BLOCK_NOT_REPAIRED}
     if not safety_findings(verdict):
         return {"status": "not_needed", "mode": mode, "reason": f"the verdict is {verdict.get('decision')} with "
                 "no safety block or review to repair"} if sub.repair else None

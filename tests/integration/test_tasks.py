@@ -581,6 +581,20 @@ def test_a_repair_whose_worker_is_lost_or_out_of_retries_leaves_the_submission_d
     assert repair["status"] == "failed" and "connection reset" in repair["reason"]
 
 
+def test_a_dataset_blocked_at_screening_before_any_fine_tune_is_not_repaired(service_settings, gate, submit, db):
+    """docs/policy.md, "Not repaired": most of it is harmful, so there is no task to keep; as `ftgate check` says."""
+    from evaluation.repair import EARLY_BLOCK_NOT_REPAIRED
+
+    gate.early = {"decision": "block", "reasons": ["62% of the examples are harmful"]}
+    gate.decision, gate.checks = "block", [("screening", "block")]
+    sid = submit("dataset")
+    assert pipeline.execute_stage(None, Stage.INSPECT, sid, service_settings) == "deciding"
+    assert pipeline.execute_stage(None, Stage.DECIDE, sid, service_settings) == "done"
+    assert not [c for c in gate.calls if c.startswith("repair")]
+    repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report["repair"]
+    assert repair == {"status": "skipped", "mode": "offer", "reason": EARLY_BLOCK_NOT_REPAIRED}
+
+
 def test_a_repair_the_policy_no_longer_allows_is_refused_and_the_verdict_stands(service_settings, gate, submit, db):
     gate.decision, gate.checks = "block", [("asr", "block")]
     sid = submit("dataset", repair="auto")  # the default policy allows offer at most
