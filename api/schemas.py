@@ -139,7 +139,7 @@ class TaskLoss(BaseModel):
 class RepairOut(BaseModel):
     """Approve with repair: the repaired adapter's own verdict beside the original one (docs/report.md `repair`)."""
 
-    status: Literal["pending", "done", "failed", "skipped", "refused", "off", "not_needed"] = Field(
+    status: Literal["pending", "done", "failed", "cancelled", "skipped", "refused", "off", "not_needed"] = Field(
         description="pending: the repair stage is to run or running; done: made and judged; otherwise `reason` says "
                     "why there is none")
     mode: str | None = Field(description="off | offer | auto")

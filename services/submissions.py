@@ -363,28 +363,30 @@ def reject(session: Session, c: Claim, reason: str, code: str, *, worker: str) -
     return ok
 
 
-def _repair_failed(session: Session, sub_id: str, why: str, *, actor: str, claim_token: str | None,
-                   details: dict) -> bool:
-    """The repair stage failing for good (its error, its retries, its worker lost or hung) does not fail the
-    submission: the verdict was saved before it, so the submission is done with that verdict and the report's
-    ``repair`` says why there is no repaired adapter (docs/api.md, "The pipeline"). Without this a review would
-    never be reviewable (only a done submission is) and ``ftgate submit --wait`` would report an error."""
+def _repair_ended(session: Session, sub_id: str, outcome: str, why: str, *, actor: str, claim_token: str | None,
+                  details: dict, actor_user_id: int | None = None) -> bool:
+    """The repair stage ending without a repaired adapter (``outcome`` "failed": its error, its retries, its worker
+    lost or hung; "cancelled": by a person) does not fail or cancel the submission: the verdict was saved before
+    it, so the submission is done with that verdict and the report's ``repair`` says why there is no repaired
+    adapter (docs/api.md, "The pipeline"). Without this a review would never be reviewable (only a done
+    submission is) and ``ftgate submit --wait`` would report an error. The worker's claim is released, so a
+    repair still running finds it lost and its result is discarded."""
     ok = _transition(
-        session, sub_id, S.DONE, actor=actor, only_from=[S.REPAIRING], claim_token=claim_token,
-        values={"progress_message": f"repair failed: {why}"[:2000]}, details=details,
+        session, sub_id, S.DONE, actor=actor, actor_user_id=actor_user_id, only_from=[S.REPAIRING],
+        claim_token=claim_token, values={"progress_message": f"repair {outcome}: {why}"[:2000]}, details=details,
     )
     if ok:
         record = session.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sub_id))
         if record is not None and isinstance(record.report, dict):
             mode = (record.report.get("repair") or {}).get("mode")
             # a new object: the JSON column sees the change
-            record.report = {**record.report, "repair": {"status": "failed", "mode": mode, "reason": why[:2000]}}
+            record.report = {**record.report, "repair": {"status": outcome, "mode": mode, "reason": why[:2000]}}
     return ok
 
 
 def fail(session: Session, c: Claim, reason: str, *, worker: str, code: str = "stage_failed") -> bool:
     if c.stage == Stage.REPAIR:
-        ok = _repair_failed(session, c.submission_id, reason, actor=f"worker:{worker}", claim_token=c.token,
+        ok = _repair_ended(session, c.submission_id, "failed", reason, actor=f"worker:{worker}", claim_token=c.token,
                             details={"reason": reason, "stage": c.stage.value, "attempt": c.attempt, "code": code})
         if ok:
             _finish_run(session, c, StageRunStatus.FAILED, reason)
@@ -426,10 +428,14 @@ def abandon(session: Session, c: Claim, why: str) -> None:
 def cancel(session: Session, sub: Submission, principal: Principal) -> bool:
     if S(sub.status) in TERMINAL:
         raise LifecycleError("already_finished", f"submission {sub.id} is already {sub.status}")
-    ok = _transition(
-        session, sub.id, S.CANCELLED, actor=principal.actor, actor_user_id=principal.user_id,
-        values={"progress_message": f"cancelled by {principal.email}", "error_code": "cancelled"},
-    )
+    if S(sub.status) == S.REPAIRING:  # the verdict stands: only the repair is cancelled
+        ok = _repair_ended(session, sub.id, "cancelled", f"cancelled by {principal.email}", actor=principal.actor,
+                           actor_user_id=principal.user_id, claim_token=None, details={"stage": Stage.REPAIR.value})
+    else:
+        ok = _transition(
+            session, sub.id, S.CANCELLED, actor=principal.actor, actor_user_id=principal.user_id,
+            values={"progress_message": f"cancelled by {principal.email}", "error_code": "cancelled"},
+        )
     if not ok:
         raise LifecycleError("conflict", f"submission {sub.id} changed while cancelling; try again")
     session.execute(
@@ -546,7 +552,7 @@ def reap(
         if hung or attempts >= max_attempts:
             why = reason if hung else f"{reason}; {stage.value} failed {attempts} times"
             if stage == Stage.REPAIR:
-                if _repair_failed(session, sub.id, why, actor=actor, claim_token=token,
+                if _repair_ended(session, sub.id, "failed", why, actor=actor, claim_token=token,
                                   details={"reason": why, "stage": stage.value}):
                     out.failed.append(sub.id)  # the stage failed; the submission is done with its verdict
                     if run is not None:

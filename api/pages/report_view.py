@@ -193,6 +193,7 @@ REPAIR_STATUS_WORDS = {
     "pending": "The repaired adapter is being made: the same fine-tune with safety data mixed in, then evaluated "
                "like any candidate.",
     "failed": "The repair could not be made",
+    "cancelled": "The repair was cancelled; the verdict stands",
     "skipped": "No repair was made",
     "refused": "No repair was made",
     "off": "Repair is off",

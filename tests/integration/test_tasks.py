@@ -601,3 +601,23 @@ def test_a_repair_the_policy_no_longer_allows_is_refused_and_the_verdict_stands(
     assert _run_to_verdict(service_settings, sid) == "done"
     repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report["repair"]
     assert repair["status"] == "refused" and "allows repair up to 'offer'" in repair["reason"]
+
+
+def test_cancelling_a_repair_keeps_the_verdict_and_the_repair_never_runs(service_settings, gate, submit, db):
+    """The verdict is saved before the repair: cancelling then cancels the repair only. The submission is done with
+    its verdict (a review stays reviewable), the report's repair says cancelled, and a queued repair task finds
+    nothing to do."""
+    gate.decision, gate.checks = "review", [("asr", "review")]
+    sid = submit("dataset")
+    assert _run_to_verdict(service_settings, sid) == "repairing"
+    with session_scope(service_settings.resolved_database_url) as s:
+        sub = s.get(Submission, sid)
+        assert lc.cancel(s, sub, Principal(sub.user_id, "t@acme.test", "submitter", sub.organisation_id))
+    assert pipeline.execute_stage(None, Stage.REPAIR, sid, service_settings) != "done"
+    db.expire_all()
+    sub = db.get(Submission, sid)
+    assert (sub.status, sub.decision, sub.review_state) == ("done", "review", "pending")
+    repair = db.scalar(select(VerdictRecord).where(VerdictRecord.submission_id == sid)).report["repair"]
+    assert repair["status"] == "cancelled" and "t@acme.test" in repair["reason"]
+    with session_scope(service_settings.resolved_database_url) as s, pytest.raises(lc.LifecycleError):
+        lc.cancel(s, s.get(Submission, sid), Principal(sub.user_id, "t@acme.test", "submitter", sub.organisation_id))
