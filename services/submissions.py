@@ -195,7 +195,11 @@ def create_submission(
     policy, training overrides and repair request in the organisation (a duplicate costs nothing, so quotas do
     not apply to it). ``repair`` (off | offer | auto, None: the policy's) was checked against the policy by
     the caller. Returns (submission, created). Caller commits."""
-    key = dedup_key(principal.organisation_id, sha256, kind, base, policy, training, repair)
+    from services.catalog import policy_repair
+
+    # asking for what the policy does anyway is the same run as asking for nothing: one key for both
+    key = dedup_key(principal.organisation_id, sha256, kind, base, policy, training,
+                    None if repair == policy_repair(policy) else repair)
     existing = session.scalar(select(Submission).where(Submission.dedup_key == key))
     if existing is not None:
         return existing, False

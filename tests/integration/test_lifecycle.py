@@ -83,6 +83,9 @@ def test_duplicate_artifact_base_policy_returns_existing(db, principal):
     assert not created and b.id == a.id
     c = _new(db, principal, policy="strict")
     assert c.id != a.id  # another policy is another run
+    # asking for the repair the policy does anyway (default: offer) is the same run; asking for another is not
+    assert _new(db, principal, repair="offer").id == a.id
+    assert _new(db, principal, repair="off").id != a.id
     # a failed run frees its key: the same upload runs again
     with session_scope(db.get_bind().url.render_as_string(hide_password=False)) as s:
         assert lc._transition(s, a.id, S.FAILED, actor="test")
