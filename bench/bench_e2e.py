@@ -45,9 +45,8 @@ sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "examples" / "benign.jsonl"
 
 
-def gate_check(path: Path, kind: str, runtime, *, retrain: bool) -> dict:
-    """One ``run_check``, timed; with ``retrain`` the fine-tunes it creates are removed afterwards, so the
-    next run trains again."""
+def gate_check(path: Path, kind: str, runtime) -> dict:
+    """One ``run_check``, timed; the fine-tunes it creates are removed afterwards, so the next run trains again."""
     from evaluation.gate import run_check
 
     finetunes = runtime.cache_dir / "finetunes"
@@ -55,7 +54,7 @@ def gate_check(path: Path, kind: str, runtime, *, retrain: bool) -> dict:
     t0 = time.perf_counter()
     result = run_check(path, kind=kind, runtime=runtime)
     seconds = time.perf_counter() - t0
-    if retrain and finetunes.exists():
+    if finetunes.exists():
         for new in set(finetunes.iterdir()) - before:
             shutil.rmtree(new, ignore_errors=True)
     timings = dict(result.report["timings"])
@@ -141,8 +140,8 @@ def main() -> int:
         for n, kind in enumerate(args.kinds):
             path = adapter if kind == "adapter" else SAMPLE
             if n == 0:  # warm-up, once: libraries, the base's outputs, the control (one serves both kinds)
-                gate_check(path, kind, runtime, retrain=True)
-            gate = gate_check(path, kind, runtime, retrain=True)
+                gate_check(path, kind, runtime)
+            gate = gate_check(path, kind, runtime)
             results[kind] = {"gate": gate}
             print(f"{kind}: gate {gate['timings']}", flush=True)
         if args.reuse_naive:  # the naive evaluation does not depend on the kind: an earlier run's may serve
